@@ -1,0 +1,73 @@
+"""`base_config`: every data key with its default, documented in one place."""
+from __future__ import annotations
+
+import os
+
+import ml_collections
+from ml_collections import config_dict
+
+from seg_jax.data.datasets import DATASETS
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 0..255 units
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def default_data_dir() -> str:
+    """$SEG_JAX_DATA_DIR, else ~/.cache/seg_jax/tfds."""
+    return os.environ.get("SEG_JAX_DATA_DIR") or os.path.expanduser("~/.cache/seg_jax/tfds")
+
+
+def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
+    """The data config of dataset `name` with all keys at their defaults.
+
+    Keys:
+        name: registered dataset (`DATASETS.names()`): shapes, nuclei, folder, oxford_iiit_pet, cityscapes.
+        variant: builder config of procedural datasets ("default" 96x96, "tiny" 32x32) and the
+            sub-directory of a converted folder dataset; unused by the public datasets.
+        data_dir: TFDS data dir ($SEG_JAX_DATA_DIR or ~/.cache/seg_jax/tfds).
+        train_split, eval_split: TFDS split names; slices such as "train[:90%]" work.
+        crop_size: (height, width) pixels of training crops.
+        scale_range: (min, max) random rescale factor before cropping.
+        hflip: random horizontal flips in training.
+        eval_size: None = native size (all eval images must share it); else (height, width): each
+            image is shrunk to fit if larger (aspect kept), then padded bottom/right with ignore.
+        mean, std: per-channel normalisation in 0..255 units.
+        ignore_index: label value ignored by losses and metrics (padding uses it too).
+        num_workers: grain worker processes (0 = read in this process).
+        prefetch: grain reader threads per process, and batches read ahead.
+        folder: the `folder` dataset's sources (images, labels, instances dirs, num_classes,
+            class_names, val_fraction, seed), converted into data_dir on first use.
+        cityscapes_manual_dir: directory holding the Cityscapes zips (manual download).
+
+    Raises:
+        KeyError: unknown `name`; the message lists the valid ones.
+    """
+    spec = DATASETS.get(name)
+    cfg = ml_collections.ConfigDict()
+    cfg.name = name
+    cfg.variant = "default"
+    cfg.data_dir = default_data_dir()
+    cfg.train_split = "train"
+    cfg.eval_split = "validation"
+    cfg.crop_size = (96, 96)
+    cfg.scale_range = (0.75, 1.5)
+    cfg.hflip = True
+    cfg.eval_size = config_dict.placeholder(tuple)
+    cfg.mean = IMAGENET_MEAN
+    cfg.std = IMAGENET_STD
+    cfg.ignore_index = 255
+    cfg.num_workers = 0
+    cfg.prefetch = 2
+    cfg.folder = ml_collections.ConfigDict(dict(
+        images=config_dict.placeholder(str),
+        labels=config_dict.placeholder(str),
+        instances=config_dict.placeholder(str),
+        num_classes=config_dict.placeholder(int),
+        class_names=config_dict.placeholder(tuple),
+        val_fraction=0.1,
+        seed=0,
+    ))
+    cfg.cityscapes_manual_dir = config_dict.placeholder(str)
+    for key, value in spec.defaults.items():
+        cfg[key] = value
+    return cfg

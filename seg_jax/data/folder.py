@@ -1,0 +1,49 @@
+"""Command line: convert a user's image/label folders into a seg_jax TFDS dataset.
+
+    python -m seg_jax.data.folder --images DIR --labels DIR --num_classes N --out DIR \
+        [--instances DIR] [--class_names a b ...] [--val_fraction 0.1] [--seed 0] [--variant default]
+
+Then train with `data.name=folder` and `data.data_dir=<--out>`. The logic is in `folder_dataset`;
+this module only parses arguments (nothing imports it, so `-m` runs it once).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from seg_jax.data import folder_dataset
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m seg_jax.data.folder", description=__doc__.split("\n")[0])
+    parser.add_argument("--images", required=True, help="directory of RGB/grey images")
+    parser.add_argument("--labels", required=True, help="directory of 8-bit class-id PNGs (255 = ignore)")
+    parser.add_argument("--instances", default=None, help="optional directory of 16-bit instance-id PNGs")
+    parser.add_argument("--num_classes", type=int, required=True)
+    parser.add_argument("--out", required=True, help="TFDS data dir to write (use as data.data_dir)")
+    parser.add_argument("--class_names", nargs="+", default=None)
+    parser.add_argument("--val_fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the train/validation split")
+    parser.add_argument("--variant", default="default", help="sub-directory name (data.variant)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        path = folder_dataset.convert_folder(
+            images=args.images, labels=args.labels, instances=args.instances, num_classes=args.num_classes,
+            out=args.out, class_names=args.class_names, val_fraction=args.val_fraction, seed=args.seed,
+            variant=args.variant)
+    except folder_dataset.FolderDatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    splits = folder_dataset.load_builder(args.out, args.variant).info.splits
+    sizes = ", ".join(f"{name}: {split.num_examples}" for name, split in splits.items())
+    print(f"wrote {path} ({sizes})\ntrain with data.name=folder data.data_dir={args.out} data.variant={args.variant}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The TFDS example format that seg_jax writes, and the canonical example every dataset maps to.
+
+Stored format (what our own builders write, read back without TensorFlow):
+    image      PNG, uint8 [H, W, 3]   (encoded with Pillow: `tfds.features.Image` needs TF for arrays)
+    label      PNG, uint8 [H, W, 1]   class ids, 255 = ignore
+    instances  zlib Tensor, uint16 [H, W]   instance ids, 0 = background (optional)
+    weights    zlib Tensor, float32 [H, W]  per-pixel loss weights (optional)
+    id         Text
+Class names live in the builder's metadata (`metadata.json`), so a directory is self-describing.
+
+Canonical example (host-side numpy, what `get_source` returns):
+    image uint8 [H, W, 3], label int32 [H, W] (255 = ignore), optional instances int32 [H, W],
+    optional weights float32 [H, W], id str.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+from tensorflow_datasets.core import utils as tfds_utils
+
+VERSION = "1.0.0"
+
+
+class StoredBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Base of the builders seg_jax writes itself (kept out of TFDS's global name registry)."""
+
+    VERSION = tfds.core.Version(VERSION)
+
+    @tfds_utils.classproperty
+    @classmethod
+    def code_path(cls):
+        # No download checksums live beside our code. Without this TFDS looks for them through
+        # `importlib_resources`, which is not installed here.
+        return None
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 [H, W], [H, W, 1] or [H, W, 3] array (Pillow; no TensorFlow)."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"encode_png expects uint8, got {array.dtype}")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)  # level 6 is ~3x slower, ~same size
+    return buffer.getvalue()
+
+
+def stored_features(*, has_instances: bool, has_weights: bool = False) -> tfds.features.FeaturesDict:
+    """The TFDS feature dict of the stored format above."""
+    features: dict[str, Any] = {
+        "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
+        "label": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8),
+        "id": tfds.features.Text(),
+    }
+    if has_instances:
+        features["instances"] = tfds.features.Tensor(shape=(None, None), dtype=np.uint16, encoding="zlib")
+    if has_weights:
+        features["weights"] = tfds.features.Tensor(shape=(None, None), dtype=np.float32, encoding="zlib")
+    return tfds.features.FeaturesDict(features)
+
+
+def stored_info(builder: tfds.core.DatasetBuilder, *, class_names: Sequence[str], has_instances: bool,
+                description: str, has_weights: bool = False) -> tfds.core.DatasetInfo:
+    """DatasetInfo of a seg_jax-written builder; class names go to `metadata.json`.
+
+    `DatasetInfo` is built directly: `dataset_info_from_configs` would scan the Python package folder.
+    """
+    return tfds.core.DatasetInfo(
+        builder=builder,
+        description=description,
+        features=stored_features(has_instances=has_instances, has_weights=has_weights),
+        metadata=tfds.core.MetadataDict(class_names=list(class_names)),
+    )
+
+
+def stored_example(*, image: np.ndarray, label: np.ndarray, instances: np.ndarray | None,
+                   example_id: str) -> dict[str, Any]:
+    """Encodes one example in the stored format.
+
+    Args:
+        image: uint8 [H, W, 3].
+        label: uint8 [H, W] class ids (255 = ignore).
+        instances: integer [H, W] instance ids in [0, 65535], or None.
+        example_id: a name unique within the dataset.
+    """
+    example: dict[str, Any] = {"image": encode_png(image), "label": encode_png(label), "id": example_id}
+    if instances is not None:
+        example["instances"] = np.asarray(instances, dtype=np.uint16)
+    return example
+
+
+def build(builder: tfds.core.DatasetBuilder) -> None:
+    """Writes the builder's files unless they exist (statistics skipped: they are not needed)."""
+    config = tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP)
+    builder.download_and_prepare(download_config=config)
+
+
+def stored_to_canonical(example: Mapping[str, Any]) -> dict[str, Any]:
+    """Canonical example from a decoded stored example (see the module docstring for both formats)."""
+    out: dict[str, Any] = {
+        "image": np.asarray(example["image"], dtype=np.uint8),
+        "label": np.asarray(example["label"])[..., 0].astype(np.int32),
+    }
+    if "instances" in example:
+        out["instances"] = np.asarray(example["instances"]).astype(np.int32)
+    if "weights" in example:
+        out["weights"] = np.asarray(example["weights"], dtype=np.float32)
+    out["id"] = as_text(example.get("id", ""))
+    return out
+
+
+def as_text(value: Any) -> str:
+    """A TFDS Text feature (bytes when decoded) as str."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class CanonicalSource(Sequence):
+    """Random-access canonical examples: a TFDS data source followed by a mapping function.
+
+    Picklable when `to_canonical` is (module-level functions and partials of them are), so grain
+    worker processes can hold it.
+    """
+
+    def __init__(self, records: Sequence[Mapping[str, Any]], to_canonical: Callable[[Mapping[str, Any]], dict]):
+        self._records = records
+        self._to_canonical = to_canonical
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        return self._to_canonical(self._records[index])
+
+    def __repr__(self) -> str:
+        return f"CanonicalSource({self._records!r})"

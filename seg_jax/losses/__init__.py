@@ -1,0 +1,31 @@
+"""Losses: plain `jnp` functions with one signature, chosen by name from `LOSSES`.
+
+Every pixel loss is called as::
+
+    loss(logits [B, H, W, N], labels [B, H, W], *, weights=None, class_weights=None,
+         ignore_index=255, axis_name=None) -> float32 scalar
+
+Adding a loss is one function with that signature, one `LOSSES.register` line below and one test.
+"""
+from __future__ import annotations
+
+from seg_jax.losses.combine import LOSSES, make_loss_fn
+from seg_jax.losses.cross_entropy import softmax_cross_entropy
+from seg_jax.losses.detection import (
+    box_regression_loss,
+    class_loss,
+    mask_loss,
+    rpn_box_loss,
+    rpn_objectness_loss,
+    smooth_l1,
+)
+from seg_jax.losses.dice import dice_loss
+
+LOSSES.register("cross_entropy")(softmax_cross_entropy)
+LOSSES.register("dice")(dice_loss)
+
+__all__ = [
+    "LOSSES", "make_loss_fn", "softmax_cross_entropy", "dice_loss",
+    # Mask R-CNN terms: their own signatures, so not in the pixel-loss registry.
+    "box_regression_loss", "class_loss", "mask_loss", "rpn_box_loss", "rpn_objectness_loss", "smooth_l1",
+]

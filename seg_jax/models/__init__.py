@@ -1,0 +1,23 @@
+"""Segmentation models (Flax linen), chosen by name: `create_model("unet", num_classes=21, ...)`.
+
+Every model maps float32 images [B, H, W, 3] to float32 logits [B, H, W, num_classes] for any H, W
+and is used as `model.init(key, x)` / `model.apply(variables, x, train=...)`.
+"""
+from __future__ import annotations
+
+from seg_jax.models.factory import MODELS, create_model, model_options
+from seg_jax.models.fcn import FCN
+from seg_jax.models.layers import NORMS, BilinearUpsample, ConvBlock, bilinear_kernel
+from seg_jax.models.unet import UNet
+
+__all__ = [
+    "FCN",
+    "MODELS",
+    "NORMS",
+    "BilinearUpsample",
+    "ConvBlock",
+    "UNet",
+    "bilinear_kernel",
+    "create_model",
+    "model_options",
+]

@@ -1,0 +1,43 @@
+"""Pictures of predictions: colour-coded label maps side by side with their images."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def palette(num_colors: int, *, seed: int = 0) -> np.ndarray:
+    """`[num_colors, 3]` uint8 colours; class 0 (background) black, the first classes distinct."""
+    base = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+                     [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
+                     [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128]], np.uint8)
+    if num_colors <= len(base):
+        return base[:num_colors]
+    extra = np.random.default_rng(seed).integers(40, 256, size=(num_colors - len(base), 3), dtype=np.uint8)
+    return np.concatenate([base, extra])
+
+
+def colorize(labels: np.ndarray, *, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """int `[H, W]` label map → uint8 `[H, W, 3]`; the ignore label is drawn white."""
+    colours = palette(max(num_classes, 1))
+    out = colours[np.clip(labels, 0, num_classes - 1)]
+    out[(labels == ignore_index) | (labels < 0) | (labels >= num_classes)] = 255
+    return out
+
+
+def colorize_instances(instances: np.ndarray) -> np.ndarray:
+    """int `[H, W]` instance ids (0 = background) → uint8 `[H, W, 3]`, each instance its own colour."""
+    ids = np.asarray(instances)
+    colours = palette(int(ids.max()) + 1 if ids.size else 1, seed=1)
+    colours[1:] = np.random.default_rng(7).permutation(colours[1:]) if len(colours) > 2 else colours[1:]
+    return colours[ids]
+
+
+def grid(rows: list[list[np.ndarray]], *, gap: int = 2) -> np.ndarray:
+    """Tiles equally sized uint8 `[H, W, 3]` panels, one list per row, with white gaps."""
+    h, w = rows[0][0].shape[:2]
+    ncols = max(len(r) for r in rows)
+    out = np.full((len(rows) * (h + gap) - gap, ncols * (w + gap) - gap, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, panel in enumerate(row):
+            out[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = panel[:h, :w]
+    return out

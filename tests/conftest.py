@@ -1,0 +1,26 @@
+"""Shared fixtures: one TFDS data directory for the whole session, and test-sized configs."""
+import importlib
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `experiments` is imported as a package from the repo root
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+    """A session-wide TFDS directory; the `tiny` datasets are generated into it once."""
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture
+def make_config(data_dir):
+    """`make_config("fcn", "fcn8s,tiny")` → that experiment's config reading from the session data dir."""
+    def make(config_file: str = "default", arg: str | None = "tiny"):
+        config = importlib.import_module(f"experiments.{config_file}").get_config(arg)
+        config.data.data_dir = data_dir
+        return config
+    return make

@@ -1,0 +1,43 @@
+"""Helper for test_parallel.py (not a test): trains the tiny default experiment, saves final params.
+
+    python tests/distributed_run.py WORKDIR OUT.npz DATA_DIR [PROCESS_ID NUM_PROCESSES PORT]
+
+With the last three arguments it joins a multi-process run on localhost (CPU collectives via gloo).
+"""
+import pathlib
+import sys
+
+import jax
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv):
+    workdir, out, data_dir = argv[1:4]
+    if len(argv) > 4:
+        process_id, num_processes, port = map(int, argv[4:7])
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=num_processes,
+                                   process_id=process_id)
+    from experiments import default
+    from seg_jax import train
+    config = default.get_config("tiny")
+    config.data.data_dir = data_dir
+    config.train.steps = 3
+    config.train.eval_every = 3
+    record = train.train_and_evaluate(config, workdir)
+    from seg_jax.train import checkpoints
+    import orbax.checkpoint as ocp
+    mngr = ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints")
+    restored = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    leaves = jax.tree_util.tree_leaves(restored["state"]["params"])
+    if jax.process_index() == 0:
+        np.savez(out, mean_iou=record["mean_iou"], devices=jax.device_count(),
+                 **{f"p{i}": np.asarray(x) for i, x in enumerate(leaves)})
+    mngr.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv)

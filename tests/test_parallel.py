@@ -1,0 +1,63 @@
+"""Data parallelism: 2 devices, and 2 processes, reach the parameters of 1 device on the same global batch."""
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from seg_jax import data
+
+SCRIPT = pathlib.Path(__file__).with_name("distributed_run.py")
+
+
+def _env(devices: int) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _load(path):
+    z = np.load(path)
+    return int(z["devices"]), [z[f"p{i}"] for i in range(len(z.files) - 2)]
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory, data_dir):
+    from experiments import default
+    config = default.get_config("tiny")
+    config.data.data_dir = data_dir
+    data.prepare(config.data)  # once, before processes race to build it
+    out = tmp_path_factory.mktemp("one") / "p.npz"
+    subprocess.run([sys.executable, SCRIPT, str(out.parent / "w"), str(out), data_dir], env=_env(1), check=True,
+                   timeout=300)
+    return _load(out)
+
+
+def _assert_same(reference, other):
+    (n_ref, ref), (n, got) = reference, other
+    assert n_ref == 1 and n == 2
+    assert len(ref) == len(got)
+    for a, b in zip(ref, got):
+        np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-6)
+
+
+def test_two_devices_match_one(one_device, tmp_path, data_dir):
+    out = tmp_path / "p.npz"
+    subprocess.run([sys.executable, SCRIPT, str(tmp_path / "w"), str(out), data_dir], env=_env(2), check=True,
+                   timeout=300)
+    _assert_same(one_device, _load(out))
+
+
+def test_two_processes_match_one(one_device, tmp_path, data_dir):
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "p.npz"
+    procs = [subprocess.Popen([sys.executable, SCRIPT, str(tmp_path / "w"), str(out), data_dir, str(i), "2",
+                               str(port)], env=_env(1)) for i in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    _assert_same(one_device, _load(out))

@@ -1,0 +1,98 @@
+"""The training loop end to end on tiny data: outputs, resume, NaN stop, relaunch protection."""
+import json
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from seg_jax import data, train
+from seg_jax.train import loop
+
+
+def _params(workdir):
+    """Final parameters of a run, as a flat list of numpy arrays."""
+    mngr = ocp.CheckpointManager(workdir / "checkpoints")
+    step = mngr.latest_step()
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    mngr.close()
+    return step, [np.asarray(x) for x in jax.tree_util.tree_leaves(restored["state"]["params"])]
+
+
+def test_tiny_run_writes_everything_and_refuses_to_overwrite(make_config, tmp_path):
+    config = make_config()
+    workdir = tmp_path / "run"
+    record = train.train_and_evaluate(config, workdir)
+    assert 0.0 <= record["mean_iou"] <= 1.0 and record["num_images"] == data.prepare(config.data).split_sizes[
+        config.data.eval_split]
+    for name in ("config.json", "metrics.jsonl", "results.json", "results.md"):
+        assert (workdir / name).is_file(), name
+    assert list((workdir / "pictures").glob("*.png")) and list((workdir / "tensorboard").glob("events*"))
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["split"] == "train"] == [2, 4]
+    assert json.loads((workdir / "results.json").read_text())["mean_iou"] == record["mean_iou"]
+    with pytest.raises(train.FinishedRunError, match="already holds a finished run"):
+        train.train_and_evaluate(config, workdir)
+    config.model.base_width = 8
+    config.train.steps = 6
+    with pytest.raises(train.ConfigMismatchError, match="model.base_width: 4 → 8"):
+        train.train_and_evaluate(config, workdir)
+    # eval mode never replaces an earlier evaluation of the same checkpoint
+    first = train.evaluate(make_config(), workdir)
+    second = train.evaluate(make_config(), workdir)
+    assert first["mean_iou"] == second["mean_iou"] == record["mean_iou"]
+    assert len(list((workdir / "eval").glob("*.json"))) == 2
+
+
+def test_killed_run_resumes_to_the_same_result(make_config, tmp_path, monkeypatch):
+    config = make_config()
+    config.train.steps, config.train.checkpoint_every, config.train.eval_every = 6, 2, 3
+    reference = train.train_and_evaluate(config, tmp_path / "a")
+
+    real = data.train_batches
+
+    def dies_at_step_5(*args, **kwargs):
+        for i, batch in enumerate(real(*args, **kwargs)):
+            if kwargs["start_step"] + i + 1 == 5:
+                raise KeyboardInterrupt("killed")
+            yield batch
+
+    monkeypatch.setattr(data, "train_batches", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(config, tmp_path / "b")
+    monkeypatch.setattr(data, "train_batches", real)
+    resumed = train.train_and_evaluate(config, tmp_path / "b")
+    assert resumed["mean_iou"] == reference["mean_iou"]
+    assert resumed["iou"] == reference["iou"]
+    (step_a, params_a), (step_b, params_b) = _params(tmp_path / "a"), _params(tmp_path / "b")
+    assert step_a == step_b == 6
+    for a, b in zip(params_a, params_b):
+        np.testing.assert_array_equal(a, b)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["split"] == "train"]
+    assert steps == sorted(set(steps)), "resumed log repeats steps"
+
+
+def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(make_config, tmp_path, monkeypatch):
+    config = make_config()
+    config.train.steps, config.train.checkpoint_every, config.train.log_every = 6, 2, 100
+    real = data.train_batches
+
+    def nan_at_step_3(*args, **kwargs):
+        for i, batch in enumerate(real(*args, **kwargs)):
+            if kwargs["start_step"] + i + 1 == 3:
+                batch = dict(batch, image=np.full_like(batch["image"], np.nan))
+            yield batch
+
+    monkeypatch.setattr(data, "train_batches", nan_at_step_3)
+    with pytest.raises(train.NonFiniteLossError, match="at step 3.*step 2"):
+        train.train_and_evaluate(config, tmp_path / "nan")
+    step, params = _params(tmp_path / "nan")
+    assert step == 2 and all(np.isfinite(p).all() for p in params)
+
+
+def test_label_out_of_range_is_named():
+    labels = np.array([[0, 1], [255, 7]])
+    with pytest.raises(ValueError, match="label value 7 outside \\[0, 5\\).*shapes"):
+        loop.check_labels(labels, num_classes=5, ignore_index=255, where="training batch of step 1 (shapes)")
+    loop.check_labels(labels, num_classes=8, ignore_index=255, where="x")
