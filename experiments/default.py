@@ -10,6 +10,9 @@ import ml_collections
 from seg_jax import data
 
 
+ARGS = (None, "tiny")  # every argument this file accepts; each is built by tests/test_experiments.py
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = "default"

@@ -12,6 +12,9 @@ from experiments import default
 VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
 
 
+ARGS = VARIANTS + tuple(f"{v},tiny" for v in VARIANTS)
+
+
 def get_config(arg: str | None = "fcn8s") -> ml_collections.ConfigDict:
     variant, _, size = (arg or "fcn8s").partition(",")
     if variant not in VARIANTS:

@@ -13,6 +13,9 @@ from experiments import default
 VARIANTS = ("ce", "inverse_frequency", "median_frequency", "ce_dice")
 
 
+ARGS = VARIANTS + tuple(f"{v},tiny" for v in VARIANTS)
+
+
 def get_config(arg: str | None = "ce") -> ml_collections.ConfigDict:
     variant, _, size = (arg or "ce").partition(",")
     if variant not in VARIANTS:

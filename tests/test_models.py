@@ -1,6 +1,7 @@
 """Tests for seg_jax.models: shapes, the bilinear transposed conv, FCN/U-Net definitions, BatchNorm, grads."""
 from __future__ import annotations
 
+import functools
 import math
 
 import flax
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from seg_jax.models import MODELS, BilinearUpsample, bilinear_kernel, create_model
+from seg_jax.models.unet import UpConv2x2
 
 NUM_CLASSES = 3
 # XLA:CPU compiles threefry random ops very slowly (seconds per parameter shape); the "rbg" generator
@@ -181,8 +183,8 @@ def test_fcn8s_fuses_skip_scores_as_defined(fcn8s):
             params[key] = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32),
                                        params[key])
     x = _images((1, 64, 64, 3), seed=1)
-    logits, state = model.apply({"params": params}, x, capture_intermediates=True,
-                                mutable=["intermediates"])
+    logits, state = jax.jit(functools.partial(model.apply, capture_intermediates=True,
+                                              mutable=["intermediates"]))({"params": params}, x)
     scores = {key: np.asarray(value["__call__"][0][0]) for key, value in state["intermediates"].items()
               if key.startswith("score_")}
     kernel = {key: np.asarray(params[key]["ConvTranspose_0"]["kernel"]) for key in params
@@ -207,6 +209,24 @@ def _unet_param_count(depth: int, width: int, classes: int, *, upsample_taps: in
         total += conv(channels[level + 1], channels[level], upsample_taps)
         total += conv(2 * channels[level], channels[level]) + conv(channels[level], channels[level])
     return total + conv(channels[0], classes, 1)
+
+
+def test_unet_up_convolution_is_a_2x2_stride_2_transposed_conv():
+    x = _images((2, 3, 4, 5), seed=6)
+    variables = _numpy_variables(UpConv2x2(6), x)
+    kernel, bias = (np.asarray(variables["params"][key]) for key in ("kernel", "bias"))
+    out = np.asarray(UpConv2x2(6).apply(variables, x))
+    expected = np.zeros((2, 6, 8, 6))
+    for i in range(3):  # each input pixel paints its own 2×2 output block
+        for j in range(4):
+            for a in range(2):
+                for b in range(2):
+                    expected[:, 2 * i + a, 2 * j + b] = np.asarray(x)[:, i, j] @ kernel[a, b] + bias
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    # The same layer as the library's transposed convolution, whose kernel is stored flipped.
+    library = jax.lax.conv_transpose(x, jnp.asarray(kernel[::-1, ::-1]), (2, 2), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(out, np.asarray(library) + bias, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("depth, width, upsample", [(1, 2, "transpose"), (0, 4, "transpose"),
@@ -234,10 +254,11 @@ def test_unet_parameter_count(depth, width, upsample):
 def test_batch_norm_train_eval_and_pmap():
     model = create_model("unet", num_classes=NUM_CLASSES, depth=1, base_width=4, norm="batch")
     x = _images((4, 12, 12, 3), seed=3) * 2.0 + 1.0
-    variables = model.init(KEY, x)
+    variables = jax.jit(model.init)(KEY, x)
 
-    logits, state = model.apply(variables, x, train=True,
-                                mutable=["batch_stats", "intermediates"], capture_intermediates=True)
+    logits, state = jax.jit(functools.partial(
+        model.apply, train=True, mutable=["batch_stats", "intermediates"], capture_intermediates=True))(
+        variables, x)
     conv = np.asarray(state["intermediates"]["down0"]["Conv_0"]["__call__"][0], np.float64)
     stats = state["batch_stats"]["down0"]["BatchNorm_0"]
     np.testing.assert_allclose(stats["mean"], 0.1 * conv.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
@@ -245,9 +266,10 @@ def test_batch_norm_train_eval_and_pmap():
 
     # Eval: running averages, so each image's logits are deterministic and independent of the batch.
     trained = {"params": variables["params"], "batch_stats": state["batch_stats"]}
-    evaluated = model.apply(trained, x)
-    np.testing.assert_array_equal(evaluated, model.apply(trained, x))
-    np.testing.assert_allclose(evaluated[:1], model.apply(trained, x[:1]), atol=1e-5)
+    evaluate = jax.jit(model.apply)
+    evaluated = evaluate(trained, x)
+    np.testing.assert_array_equal(evaluated, evaluate(trained, x))
+    np.testing.assert_allclose(evaluated[:1], evaluate(trained, x[:1]), atol=1e-5)
     assert not np.allclose(evaluated, logits, atol=1e-3)  # train mode used batch statistics
 
     # norm_axis_name="batch" has the same variables and, on one device, the same train-mode result.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from seg_jax.data.class_balance import class_pixel_counts, class_weights_from_counts
 from seg_jax.data.config import base_config
-from seg_jax.data.datasets import DATASETS, DatasetInfo, DatasetSpec, get_source, prepare
+from seg_jax.data.datasets import DATASETS, DatasetInfo, DatasetSpec, class_names, get_source, prepare
 from seg_jax.data.pipeline import denormalize, eval_batches, train_batches
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetSpec",
     "base_config",
+    "class_names",
     "class_pixel_counts",
     "class_weights_from_counts",
     "denormalize",

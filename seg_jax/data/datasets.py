@@ -80,10 +80,12 @@ DATASETS: Registry[DatasetSpec] = Registry("dataset")
 DATASETS.register("shapes")(DatasetSpec(
     load_builder=functools.partial(_load_procedural, shapes.ShapesBuilder),
     to_canonical=tfds_format.stored_to_canonical,
+    class_names=shapes.CLASS_NAMES,
     defaults=dict(crop_size=(96, 96), scale_range=(0.75, 1.5))))
 DATASETS.register("nuclei")(DatasetSpec(
     load_builder=functools.partial(_load_procedural, nuclei.NucleiBuilder),
     to_canonical=tfds_format.stored_to_canonical,
+    class_names=nuclei.CLASS_NAMES,
     defaults=dict(crop_size=(96, 96), scale_range=(0.75, 1.5))))
 DATASETS.register("folder")(DatasetSpec(
     load_builder=_load_folder,
@@ -104,6 +106,17 @@ DATASETS.register("cityscapes")(DatasetSpec(
 def load_builder(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     """The prepared TFDS builder of `data_cfg.name` (files are written first if missing)."""
     return DATASETS.get(data_cfg.name).load_builder(data_cfg)
+
+
+def class_names(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The class names of `data_cfg`'s dataset, known without touching its files."""
+    names = DATASETS.get(data_cfg.name).class_names
+    if names:
+        return tuple(names)
+    folder = data_cfg.folder
+    if folder.num_classes is None:
+        raise ValueError(f"dataset {data_cfg.name!r} needs config.data.folder.num_classes")
+    return tuple(folder.class_names or (f"class_{i}" for i in range(folder.num_classes)))
 
 
 def prepare(data_cfg: ml_collections.ConfigDict) -> DatasetInfo:

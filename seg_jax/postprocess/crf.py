@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -28,6 +29,7 @@ import numpy as np
 from jax import lax
 
 METHODS = ("exact", "grid")
+LLOYD_ITERATIONS = 3  # k-means steps per cell: assignments rarely change after the third
 EXACT_CHUNK = 256  # query pixels per block of the O(P²) exact pass: bounds memory to 256·P kernel values
 
 
@@ -35,7 +37,7 @@ def dense_crf(logits: jax.Array, image: jax.Array, *, iterations: int = 5,
               gaussian_sxy: float = 3.0, gaussian_compat: float | jax.Array = 3.0,
               bilateral_sxy: float = 80.0, bilateral_srgb: float = 13.0,
               bilateral_compat: float | jax.Array = 10.0, method: str = "grid", downsample: int = 16,
-              truncate: float = 3.0, differentiable: bool = False) -> jax.Array:
+              modes: int = 4, truncate: float = 3.0, differentiable: bool = False) -> jax.Array:
     """Mean-field inference of the dense CRF: refined probabilities [B, H, W, N] float32.
 
     Args:
@@ -69,7 +71,7 @@ def dense_crf(logits: jax.Array, image: jax.Array, *, iterations: int = 5,
     return jnp.exp(_mean_field_log_q(
         logits, image, iterations=iterations, gaussian_sxy=gaussian_sxy, gaussian_compat=gaussian_compat,
         bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb, bilateral_compat=bilateral_compat,
-        method=method, downsample=downsample, truncate=truncate, differentiable=differentiable))
+        method=method, downsample=downsample, modes=modes, truncate=truncate, differentiable=differentiable))
 
 
 class CRFLayer(nn.Module):
@@ -87,6 +89,7 @@ class CRFLayer(nn.Module):
     bilateral_compat_init: float = 10.0
     method: str = "grid"
     downsample: int = 16
+    modes: int = 4
     truncate: float = 3.0
 
     @nn.compact
@@ -98,11 +101,11 @@ class CRFLayer(nn.Module):
             logits, image, iterations=self.iterations, gaussian_sxy=self.gaussian_sxy,
             gaussian_compat=gaussian_compat, bilateral_sxy=self.bilateral_sxy,
             bilateral_srgb=self.bilateral_srgb, bilateral_compat=bilateral_compat, method=self.method,
-            downsample=self.downsample, truncate=self.truncate, differentiable=True)
+            downsample=self.downsample, modes=self.modes, truncate=self.truncate, differentiable=True)
 
 
 def _mean_field_log_q(logits, image, *, iterations, gaussian_sxy, gaussian_compat, bilateral_sxy,
-                      bilateral_srgb, bilateral_compat, method, downsample, truncate, differentiable):
+                      bilateral_srgb, bilateral_compat, method, downsample, modes, truncate, differentiable):
     """log Q [B, H, W, N] after `iterations` mean-field updates; arguments as in `dense_crf`."""
     _check_inputs(logits, image, iterations=iterations, method=method, downsample=downsample,
                   sxys=(gaussian_sxy, bilateral_sxy, bilateral_srgb), truncate=truncate)
@@ -117,7 +120,8 @@ def _mean_field_log_q(logits, image, *, iterations, gaussian_sxy, gaussian_compa
                                  bilateral_srgb=bilateral_srgb)
     else:
         filters = _grid_filters(image, gaussian_sxy=gaussian_sxy, bilateral_sxy=bilateral_sxy,
-                                bilateral_srgb=bilateral_srgb, downsample=downsample, truncate=truncate)
+                                bilateral_srgb=bilateral_srgb, downsample=downsample, modes=modes,
+                                truncate=truncate)
     compats = (gaussian_compat, bilateral_compat)
 
     def update(log_q, _):
@@ -196,7 +200,7 @@ def _exact_gaussian_sum(features: jax.Array, values: jax.Array) -> jax.Array:
 # ------------------------------------------------------------------------------------------------ grid pass
 
 
-def _grid_filters(image, *, gaussian_sxy, bilateral_sxy, bilateral_srgb, downsample, truncate):
+def _grid_filters(image, *, gaussian_sxy, bilateral_sxy, bilateral_srgb, downsample, modes, truncate):
     """The two normalised filters q ↦ D K D q of the "grid" method (see `dense_crf`)."""
     b, h, w, _ = image.shape
     taps = _gaussian_taps(gaussian_sxy, truncate=truncate)
@@ -205,16 +209,14 @@ def _grid_filters(image, *, gaussian_sxy, bilateral_sxy, bilateral_srgb, downsam
     def gaussian(q):
         return gaussian_norm * _separable_blur(gaussian_norm * q, taps)
 
-    colour = image / bilateral_srgb  # unit-std colour features
+    cells = _colour_modes(image / bilateral_srgb, downsample=downsample, modes=modes)
     cell_sxy = bilateral_sxy / downsample
     radius = int(math.floor(truncate * cell_sxy))
-    if downsample == 1:
-        bilateral_sum = functools.partial(_window_sum, colour=colour, radius=radius, cell_sxy=cell_sxy)
-    else:
-        pool, cell_colour, upsample_weights = _grid_geometry(colour, downsample=downsample)
-        bilateral_sum = lambda v: _joint_upsample(  # noqa: E731 (one line, closes over the geometry)
-            _window_sum(pool(v), colour=cell_colour, radius=radius, cell_sxy=cell_sxy),
-            upsample_weights, shape=(h, w))
+
+    def bilateral_sum(v):
+        summed = _mode_window_sum(_pool(v, cells.assign), cells.mean, cells.var, radius, cell_sxy)
+        return _unpool(summed, cells.assign, shape=(h, w))
+
     bilateral_norm = lax.rsqrt(bilateral_sum(jnp.ones((b, h, w, 1), jnp.float32)))
 
     def bilateral(q):
@@ -244,86 +246,99 @@ def _separable_blur(x: jax.Array, taps: np.ndarray) -> jax.Array:
     return x
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _window_sum(values: jax.Array, colour: jax.Array, radius: int, cell_sxy: float) -> jax.Array:
-    """Σ_{|o| ≤ radius} exp(-|o|²/(2 cell_sxy²) - |c_i - c_(i+o)|²/2) v_(i+o) on a grid, zero outside.
+class _Cells(NamedTuple):
+    assign: jax.Array  # [B, h, s, w, s, K] one-hot mode of each pixel, 0 for padding
+    mean: jax.Array    # [B, h, w, K, 3] mean colour of each mode, in srgb units
+    var: jax.Array     # [B, h, w, K] per-channel colour variance of each mode, in srgb² units
 
-    values [B, h, w, C], colour [B, h, w, 3] (already divided by srgb) → [B, h, w, C]; offsets o are integer
-    grid steps in the disc |o| ≤ radius. One offset per scan step keeps memory at a few grid-sized arrays.
+
+def _colour_modes(colour: jax.Array, *, downsample: int, modes: int) -> _Cells:
+    """Splits each `downsample`² cell of colour [B, H, W, 3] into ≤ `modes` colour clusters (k-means).
+
+    Starts from the pixels at evenly spaced brightness ranks, then LLOYD_ITERATIONS Lloyd steps. The image is
+    padded to whole cells; padded pixels belong to no mode. Empty modes keep a finite mean and pool nothing.
+    """
+    b, height, width, _ = colour.shape
+    s, k = downsample, min(modes, downsample * downsample)
+    h, w = -(-height // s), -(-width // s)
+    pad = ((0, 0), (0, h * s - height), (0, w * s - width), (0, 0))
+
+    def to_cells(x, mode):  # [B, H, W, C] → [B, h, w, s², C]
+        x = jnp.pad(x, pad, mode=mode).reshape(b, h, s, w, s, -1)
+        return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h, w, s * s, -1)
+
+    pixels = to_cells(colour, "edge")  # padding copies real colours, so it never seeds a spurious mode
+    valid = to_cells(jnp.ones((b, height, width, 1), jnp.float32), "constant")
+    ranks = ((np.arange(k) + 0.5) / k * s * s).astype(np.int32)
+    order = jnp.argsort(pixels.sum(-1), axis=-1)[..., ranks]
+    mean = jnp.take_along_axis(pixels, order[..., None], axis=-2)  # [B, h, w, K, 3]
+
+    def assign_to(mean):
+        sq_dist = jnp.sum((pixels[..., :, None, :] - mean[..., None, :, :]) ** 2, axis=-1)
+        return jax.nn.one_hot(jnp.argmin(sq_dist, axis=-1), k) * valid  # [B, h, w, s², K]
+
+    for _ in range(LLOYD_ITERATIONS + 1):
+        assign = assign_to(mean)
+        count = assign.sum(-2)[..., None]
+        mean = jnp.where(count > 0, jnp.einsum("bhwpk,bhwpc->bhwkc", assign, pixels) / jnp.maximum(count, 1), mean)
+    sq_dev = jnp.sum((pixels[..., :, None, :] - mean[..., None, :, :]) ** 2, axis=-1)
+    var = jnp.sum(assign * sq_dev, axis=-2) / (3 * jnp.maximum(count[..., 0], 1))
+    assign = assign.reshape(b, h, w, s, s, k).transpose(0, 1, 3, 2, 4, 5)
+    return _Cells(assign, mean, var)
+
+
+def _pool(v: jax.Array, assign: jax.Array) -> jax.Array:
+    """Pixel values [B, H, W, C] → their sums per cell mode [B, h, w, K, C]."""
+    b, h, s, w, _, _ = assign.shape
+    v = jnp.pad(v, ((0, 0), (0, h * s - v.shape[1]), (0, w * s - v.shape[2]), (0, 0)))
+    return jnp.einsum("bhywxk,bhywxc->bhwkc", assign, v.reshape(b, h, s, w, s, -1))
+
+
+def _unpool(v: jax.Array, assign: jax.Array, *, shape: tuple[int, int]) -> jax.Array:
+    """Cell-mode values [B, h, w, K, C] → each pixel takes its mode's value, [B, H, W, C] (`_pool`'s transpose)."""
+    b, h, s, w, _, _ = assign.shape
+    out = jnp.einsum("bhywxk,bhwkc->bhywxc", assign, v).reshape(b, h * s, w * s, -1)
+    return out[:, :shape[0], :shape[1]]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _mode_window_sum(values: jax.Array, mean: jax.Array, var: jax.Array, radius: int,
+                     cell_sxy: float) -> jax.Array:
+    """Σ over grid offsets |o| ≤ radius and modes k' of exp(-|o|²/(2 cell_sxy²)) · κ · values(c + o, k').
+
+    κ = t^(-3/2) exp(-|μ_k - μ_k'|² / (2t)), t = 1 + var_k + var_k', is the mean of the colour kernel
+    exp(-|I_i - I_j|²/2) over pixels i of mode k and j of mode k' when each mode's colours are Gaussian
+    (mean μ, variance var, in srgb units); a mode of one pixel gives the exact kernel. values [B, h, w, K, C],
+    mean [B, h, w, K, 3], var [B, h, w, K] → [B, h, w, K, C]; zero outside the grid. One offset per scan step
+    keeps memory at a few grid-sized arrays.
     """
     offsets = np.array([(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
                         if dy * dy + dx * dx <= radius * radius], np.int32)
     spatial = (-(offsets ** 2).sum(1) / (2.0 * cell_sxy ** 2)).astype(np.float32)
-    pad = ((0, 0), (radius, radius), (radius, radius), (0, 0))
-    values_p, colour_p = jnp.pad(values, pad), jnp.pad(colour, pad)
+    pad = ((0, 0), (radius, radius), (radius, radius), (0, 0), (0, 0))
+    padded = [jnp.pad(x, pad[:x.ndim]) for x in (values, mean, var)]
 
     def step(acc, offset_and_log_weight):
         (dy, dx), log_weight = offset_and_log_weight
-        start = (0, radius + dy, radius + dx, 0)
-        v = lax.dynamic_slice(values_p, start, values.shape)
-        c = lax.dynamic_slice(colour_p, start, colour.shape)
-        weight = jnp.exp(log_weight - 0.5 * jnp.sum((colour - c) ** 2, axis=-1, keepdims=True))
-        return acc + weight * v, None
+        v, m, t = (lax.dynamic_slice(x, (0, radius + dy, radius + dx) + (0,) * (x.ndim - 3), y.shape)
+                   for x, y in zip(padded, (values, mean, var)))
+        t = 1.0 + var[..., :, None] + t[..., None, :]  # [B, h, w, K, K']
+        sq_dist = jnp.sum((mean[..., :, None, :] - m[..., None, :, :]) ** 2, axis=-1)
+        weight = jnp.exp(log_weight - sq_dist / (2 * t)) * t ** -1.5
+        return acc + jnp.sum(weight[..., None] * v[..., None, :, :], axis=-2), None
 
     out, _ = lax.scan(step, jnp.zeros_like(values), (jnp.asarray(offsets), jnp.asarray(spatial)))
     return out
 
 
-def _window_sum_fwd(values, colour, radius, cell_sxy):
-    return _window_sum(values, colour, radius, cell_sxy), colour
+def _mode_window_sum_fwd(values, mean, var, radius, cell_sxy):
+    return _mode_window_sum(values, mean, var, radius, cell_sxy), (mean, var)
 
 
-def _window_sum_bwd(radius, cell_sxy, colour, cotangent):
-    # The kernel is symmetric, so the map is self-adjoint: no per-offset residuals need storing.
-    return _window_sum(cotangent, colour, radius, cell_sxy), jnp.zeros_like(colour)
+def _mode_window_sum_bwd(radius, cell_sxy, residuals, cotangent):
+    # κ and the spatial weight are symmetric, so the map is self-adjoint: no per-offset residuals are stored.
+    mean, var = residuals
+    return _mode_window_sum(cotangent, mean, var, radius, cell_sxy), jnp.zeros_like(mean), jnp.zeros_like(var)
 
 
-_window_sum.defvjp(_window_sum_fwd, _window_sum_bwd)
-
-
-def _grid_geometry(colour: jax.Array, *, downsample: int):
-    """Pooling to cells of `downsample`² pixels, the cells' mean colour and the joint-upsampling weights.
-
-    Returns (pool, cell_colour [B, h, w, 3], weights [B, h, s, w, s, 9]) with h = ⌈H/s⌉, w = ⌈W/s⌉; `pool`
-    sums [B, H, W, C] over each cell's pixels → [B, h, w, C]. weights[..., k] is the softmax, over the 3×3
-    neighbour cells k of the pixel's own cell, of -|Δp|²/(2 s²) - |c_pixel - c_cell|²/2, so a pixel draws
-    on the nearby cells of its own colour.
-    """
-    b, height, width, _ = colour.shape
-    s = downsample
-    h, w = -(-height // s), -(-width // s)
-    pad = ((0, 0), (0, h * s - height), (0, w * s - width), (0, 0))
-
-    def pool(v):
-        return jnp.pad(v, pad).reshape(b, h, s, w, s, -1).sum(axis=(2, 4))
-
-    count = pool(jnp.ones((b, height, width, 1), jnp.float32))
-    cell_colour = pool(colour) / count
-    # Neighbour cells: pad by one cell, those outside the image get -inf weight.
-    cells = jnp.pad(cell_colour, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    inside = jnp.pad(jnp.ones((h, w), bool), 1)
-    pixel_colour = jnp.pad(colour, pad, mode="edge").reshape(b, h, s, w, s, 3)
-    sub = np.arange(s) - (s - 1) / 2.0  # pixel offset from its cell's centre, in pixels
-    logits = []
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            nb = cells[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w][:, :, None, :, None, :]
-            spatial = -((sub[:, None] - dy * s) ** 2 + (sub[None, :] - dx * s) ** 2) / (2.0 * s * s)
-            log_w = jnp.asarray(spatial, jnp.float32)[None, None, :, None, :]
-            log_w = log_w - 0.5 * jnp.sum((pixel_colour - nb) ** 2, axis=-1)
-            valid = inside[1 + dy:1 + dy + h, 1 + dx:1 + dx + w][None, :, None, :, None]
-            logits.append(jnp.where(valid, log_w, -jnp.inf))
-    weights = jax.nn.softmax(jnp.stack(logits, axis=-1), axis=-1)
-    return pool, cell_colour, weights
-
-
-def _joint_upsample(cell_values: jax.Array, weights: jax.Array, *, shape: tuple[int, int]) -> jax.Array:
-    """Cells [B, h, w, C] → pixels [B, H, W, C]: Σ over the 3×3 neighbour cells of weights · values."""
-    b, h, w, c = cell_values.shape
-    s = weights.shape[2]
-    padded = jnp.pad(cell_values, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    out = 0.0
-    for k, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
-        nb = padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w][:, :, None, :, None, :]
-        out = out + weights[..., k, None] * nb
-    return out.reshape(b, h * s, w * s, c)[:, :shape[0], :shape[1]]
+_mode_window_sum.defvjp(_mode_window_sum_fwd, _mode_window_sum_bwd)

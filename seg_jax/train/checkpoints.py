@@ -20,8 +20,10 @@ from seg_jax.train.state import TrainState
 
 
 def _state_tree(state: TrainState) -> dict[str, Any]:
-    return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
-            "opt_state": state.opt_state}
+    """The saved part of the state as host numpy arrays: identical on every process, so
+    multi-host saves need no global jax.Array (orbax writes them from the primary host)."""
+    return jax.device_get({"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
+                           "opt_state": state.opt_state})
 
 
 def _args(state_tree=None, meta=None, *, restore: bool) -> ocp.args.Composite:
@@ -68,8 +70,7 @@ class Checkpoints:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}")
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _state_tree(state))
-        restored = manager.restore(step, args=_args(abstract, restore=True))
+        restored = manager.restore(step, args=_args(_state_tree(state), restore=True))
         tree = restored["state"]
         return state.replace(step=tree["step"], params=tree["params"], batch_stats=tree["batch_stats"],
                              opt_state=tree["opt_state"]), dict(restored["meta"])

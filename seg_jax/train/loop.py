@@ -156,10 +156,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     rng = jax.random.PRNGKey(config.seed + 1)
     best = meta.get("best_value")
     rstate = jax_utils.replicate(state)
+    try:
+        record = _train_steps(rstate, range(start + 1, total + 1), batches=batches, train_fn=train_fn,
+                              eval_fn=eval_fn, rng=rng, best=best, config=config, info=info, ckpts=ckpts,
+                              writer=writer, workdir=workdir, last_good=start)
+        if record is None:  # resumed at the end: evaluate what was restored
+            record, _ = evaluate_split(rstate, config=config, info=info, split=config.data.eval_split,
+                                       eval_fn=eval_fn)
+    finally:  # also on errors: let the last good checkpoint finish writing
+        ckpts.wait()
+        ckpts.close()
+        writer.close()
+    if is_main:
+        _write_results(record, workdir=workdir, step=total)
+    return record
+
+
+def _train_steps(rstate, steps_range, *, batches, train_fn, eval_fn, rng, best, config, info, ckpts, writer,
+                 workdir, last_good) -> dict | None:
+    """Runs the steps of `steps_range`, evaluating and saving when due; returns the last eval record."""
+    total = int(config.train.steps)
+    is_main = jax.process_index() == 0
     pending: list = []
-    last_good = start
     record = None
-    for step in range(start + 1, total + 1):
+    for step in steps_range:
         batch = next(batches)
         check_labels(batch["label"], num_classes=info.num_classes, ignore_index=info.ignore_index,
                      where=f"training batch of step {step} ({config.data.name})")
@@ -181,14 +201,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         if save_now or is_best:
             ckpts.save(jax_utils.unreplicate(rstate), meta={"best_value": best, "step": step}, is_best=is_best)
             last_good = step
-    ckpts.wait()
-    if record is None:  # resumed at the end: evaluate what was restored
-        record, first = evaluate_split(rstate, config=config, info=info, split=config.data.eval_split,
-                                       eval_fn=eval_fn)
-    if is_main:
-        _write_results(record, workdir=workdir, step=total)
-    writer.close()
-    ckpts.close()
     return record
 
 

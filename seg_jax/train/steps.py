@@ -57,7 +57,7 @@ def train_step(
     out = jax.lax.pmean(out, axis_name)
     out["pixel_accuracy"] = jax.lax.psum(correct, axis_name) / jnp.maximum(jax.lax.psum(jnp.sum(valid), axis_name), 1)
     out["learning_rate"] = learning_rate_fn(state.step)
-    out["grad_norm"] = optax.global_norm(grads)
+    out["grad_norm"] = optax.tree_utils.tree_norm(grads)
     return new_state, out
 
 
