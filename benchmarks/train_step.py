@@ -65,7 +65,7 @@ def bench(name: str) -> list[dict]:
     schedule = optim.make_schedule(_cfg(name="cosine", warmup_steps=0), base_lr=1e-3, total_steps=1000)
     tx = optim.make_optimizer(_cfg(name="adamw", weight_decay=1e-4), schedule)
     state = jax_utils.replicate(create_train_state(init_model=init_model, apply_model=apply_model, tx=tx,
-                                                   rng=jax.random.PRNGKey(0), image_shape=hw))
+                                                   seed=0, image_shape=hw))
     rng = np.random.default_rng(0)
     batch = {"image": rng.normal(size=(d, b, *hw, 3)).astype(np.float32),
              "label": rng.integers(0, _CLASSES.value, size=(d, b, *hw)).astype(np.int32),

@@ -39,7 +39,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "best_metric": "mean_iou",  # any scalar of the evaluation record
         "best_mode": "max",
     })
-    config.eval = ml_collections.ConfigDict({"batch_size": 32, "num_pictures": 6})
+    config.eval = ml_collections.ConfigDict({
+        "batch_size": 32,
+        "num_pictures": 6,
+        "boundary_width": 3,  # px around true edges for boundary (trimap) accuracy
+        # Dense CRF on the predictions, reported beside the plain ones (pydensecrf's parameter names).
+        "crf": {"enabled": False, "iterations": 5, "gaussian_sxy": 3.0, "gaussian_compat": 3.0,
+                "bilateral_sxy": 80.0, "bilateral_srgb": 13.0, "bilateral_compat": 10.0, "method": "grid",
+                "downsample": 4},
+    })
     return apply_arg(config, arg)
 
 

@@ -1,13 +1,25 @@
 """Shared fixtures: one TFDS data directory for the whole session, and test-sized configs."""
 import importlib
+import os
 import pathlib
 import sys
 
+import jax
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `experiments` is imported as a package from the repo root
     sys.path.insert(0, str(ROOT))
+
+
+def pytest_configure(config):
+    # XLA:CPU compilation dominates the suite; tests compile the same tiny steps many times, and the
+    # subprocess tests of test_parallel.py share the cache through the environment variable.
+    cache = pathlib.Path(config.rootpath) / ".pytest_cache" / "jax_compilation_cache"
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 @pytest.fixture(scope="session")

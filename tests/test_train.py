@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from PIL import Image
 
 from seg_jax import data, train
 from seg_jax.train import loop
@@ -37,11 +38,18 @@ def test_tiny_run_writes_everything_and_refuses_to_overwrite(make_config, tmp_pa
     config.train.steps = 6
     with pytest.raises(train.ConfigMismatchError, match="model.base_width: 4 → 8"):
         train.train_and_evaluate(config, workdir)
-    # eval mode never replaces an earlier evaluation of the same checkpoint
+    # eval mode never replaces an earlier evaluation of the same checkpoint; the CRF adds a record
     first = train.evaluate(make_config(), workdir)
-    second = train.evaluate(make_config(), workdir)
+    with_crf = make_config()
+    with_crf.eval.crf.enabled = True
+    second = train.evaluate(with_crf, workdir)
     assert first["mean_iou"] == second["mean_iou"] == record["mean_iou"]
+    assert 0.0 <= second["crf"]["mean_iou"] <= 1.0 and 0.0 <= second["crf"]["boundary_accuracy"] <= 1.0
+    assert "crf" not in first
     assert len(list((workdir / "eval").glob("*.json"))) == 2
+    pictures = sorted((workdir / "eval").glob("*.png"))
+    widths = [np.asarray(Image.open(p)).shape[1] for p in pictures]
+    assert widths[1] > widths[0]  # the CRF column
 
 
 def test_killed_run_resumes_to_the_same_result(make_config, tmp_path, monkeypatch):

@@ -2,8 +2,9 @@
 
 Modules, in pipeline order: `tfds_format` (stored and canonical example formats), `procedural`,
 `shapes`, `nuclei`, `folder_dataset` (+ CLI `python -m seg_jax.data.folder`), `public`
-(oxford_iiit_pet, cityscapes), `datasets` (registry, prepare, get_source), `config`, `augment`,
-`pipeline` (train/eval batches), `class_balance`.
+(oxford_iiit_pet, cityscapes), `targets` (U-Net weight maps, border-aware targets), `stored_targets`
+(those targets precomputed into a derived TFDS dataset), `datasets` (registry, prepare, get_source),
+`config`, `augment`, `pipeline` (train/eval batches), `class_balance`.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import functools
 import json
 import os
 import re
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import grain
 import ml_collections
@@ -41,16 +41,25 @@ def class_pixel_counts(data_cfg: ml_collections.ConfigDict, *, split: str = "tra
             cached = json.load(f)
         if cached.get("split") == split and len(cached.get("counts", ())) == info.num_classes:
             return np.asarray(cached["counts"], np.int64)
-    ds = grain.MapDataset.source(datasets.get_source(data_cfg, split))
-    ds = ds.map(functools.partial(_label_counts, num_classes=info.num_classes))
-    threads = max(int(data_cfg.prefetch), 1)
-    counts = np.zeros(info.num_classes, np.int64)
-    for example_counts in ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads)):
-        counts += example_counts
+    counts = count_labels(datasets.get_source(data_cfg, split), num_classes=info.num_classes,
+                          num_threads=int(data_cfg.prefetch))
     temporary = f"{path}.tmp{os.getpid()}"
     with open(temporary, "w") as f:
         json.dump({"split": split, "class_names": list(info.class_names), "counts": counts.tolist()}, f)
     os.replace(temporary, path)  # atomic: a concurrent reader never sees half a file
+    return counts
+
+
+def count_labels(examples: Sequence[Mapping[str, Any]], *, num_classes: int, num_threads: int) -> np.ndarray:
+    """Labelled pixels per class over random-access examples with `label` [H, W] (255 = ignore), int64 [N].
+
+    One pass with `num_threads` grain reader threads (at least 1).
+    """
+    ds = grain.MapDataset.source(examples).map(functools.partial(_label_counts, num_classes=num_classes))
+    threads = max(num_threads, 1)
+    counts = np.zeros(num_classes, np.int64)
+    for example_counts in ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads)):
+        counts += example_counts
     return counts
 
 

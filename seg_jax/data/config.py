@@ -33,6 +33,17 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
             image is shrunk to fit if larger (aspect kept), then padded bottom/right with ignore.
         mean, std: per-channel normalisation in 0..255 units.
         ignore_index: label value ignored by losses and metrics (padding uses it too).
+        targets: the class map trained on: "semantic" (the stored class map) or "border" (3 classes
+            "background", "interior", "border" derived from the instance ids; `border_width` pixels
+            inside every outline and in gaps up to that wide between instances).
+        border_width: pixels, border thickness of `targets = "border"`.
+        weight_map: per-pixel loss weights: None (1 everywhere) or "unet" (the U-Net paper's
+            w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2)), d1/d2 the distances to the nearest two instances,
+            w_c inverse-frequency class weights of the trained classes over the train split).
+        weight_map_w0, weight_map_sigma: w0 and sigma (pixels) of the "unet" weight map.
+            Any choice but targets = "semantic" with weight_map = None needs instance ids (nuclei, shapes,
+            a folder converted with instances): the targets are computed once when the dataset is
+            prepared and stored in a derived dataset named after these values (`data.stored_targets`).
         num_workers: grain worker processes (0 = read in this process).
         prefetch: grain reader threads per process, and batches read ahead.
         folder: the `folder` dataset's sources (images, labels, instances dirs, num_classes,
@@ -56,6 +67,11 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
     cfg.mean = IMAGENET_MEAN
     cfg.std = IMAGENET_STD
     cfg.ignore_index = 255
+    cfg.targets = "semantic"
+    cfg.border_width = 2
+    cfg.weight_map = config_dict.placeholder(str)
+    cfg.weight_map_w0 = 10.0
+    cfg.weight_map_sigma = 5.0
     cfg.num_workers = 0
     cfg.prefetch = 2
     cfg.folder = ml_collections.ConfigDict(dict(

@@ -79,7 +79,7 @@ class TrainTransform:
 class EvalTransform:
     """grain map with index: position, canonical example -> batch element with `mask` and `index`.
 
-    Positions >= num_examples are padding: mask 0, index -1, label all ignore, weights 0.
+    Positions >= num_examples are padding: mask 0, index -1, label all ignore, weights 0, instances 0.
     """
 
     num_examples: int
@@ -99,6 +99,8 @@ class EvalTransform:
         if not real:
             out["label"] = np.full_like(out["label"], self.ignore_index)
             out["weights"] = np.zeros_like(out["weights"])
+            if "instances" in out:
+                out["instances"] = np.zeros_like(out["instances"])
         return out
 
 
@@ -173,7 +175,8 @@ def eval_batches(data_cfg: ml_collections.ConfigDict, *, split: str, global_batc
 
     Every process yields ceil(N / global_batch_size) batches (the same count, as collectives need).
     Keys as in `train_batches` plus mask float32 [D, b] (1 real, 0 padding) and index int32 [D, b]
-    (position in the split, -1 for padding); padded rows have label = ignore and weights 0.
+    (position in the split, -1 for padding); padded rows have label = ignore, weights 0 and instances 0.
+    `instances` are the true instance ids whatever `data.targets` is, for instance metrics.
     Spatial size: native (all images must share it) or data.eval_size.
     """
     _check_process(process_index, process_count)

@@ -118,6 +118,7 @@ def unet_weight_map(
 
 
 BACKGROUND, INTERIOR, BORDER = 0, 1, 2
+BORDER_CLASS_NAMES = ("background", "interior", "border")  # indexed by the classes above
 
 
 def border_targets(instances: np.ndarray, *, width: int = 2) -> np.ndarray:

@@ -5,8 +5,10 @@ Stored format (what our own builders write, read back without TensorFlow):
     label      PNG, uint8 [H, W, 1]   class ids, 255 = ignore
     instances  zlib Tensor, uint16 [H, W]   instance ids, 0 = background (optional)
     weights    zlib Tensor, float32 [H, W]  per-pixel loss weights (optional)
+    border_label  PNG, uint8 [H, W, 1]   0 background, 1 interior, 2 border, 255 = ignore (optional)
     id         Text
 Class names live in the builder's metadata (`metadata.json`), so a directory is self-describing.
+`weights` and `border_label` are derived from the instance ids by `stored_targets`.
 
 Canonical example (host-side numpy, what `get_source` returns):
     image uint8 [H, W, 3], label int32 [H, W] (255 = ignore), optional instances int32 [H, W],
@@ -50,7 +52,8 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def stored_features(*, has_instances: bool, has_weights: bool = False) -> tfds.features.FeaturesDict:
+def stored_features(*, has_instances: bool, has_weights: bool = False,
+                    has_border_label: bool = False) -> tfds.features.FeaturesDict:
     """The TFDS feature dict of the stored format above."""
     features: dict[str, Any] = {
         "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
@@ -61,36 +64,49 @@ def stored_features(*, has_instances: bool, has_weights: bool = False) -> tfds.f
         features["instances"] = tfds.features.Tensor(shape=(None, None), dtype=np.uint16, encoding="zlib")
     if has_weights:
         features["weights"] = tfds.features.Tensor(shape=(None, None), dtype=np.float32, encoding="zlib")
+    if has_border_label:
+        features["border_label"] = tfds.features.Image(shape=(None, None, 1), dtype=np.uint8)
     return tfds.features.FeaturesDict(features)
 
 
 def stored_info(builder: tfds.core.DatasetBuilder, *, class_names: Sequence[str], has_instances: bool,
-                description: str, has_weights: bool = False) -> tfds.core.DatasetInfo:
-    """DatasetInfo of a seg_jax-written builder; class names go to `metadata.json`.
+                description: str, has_weights: bool = False, has_border_label: bool = False,
+                metadata: Mapping[str, Any] | None = None) -> tfds.core.DatasetInfo:
+    """DatasetInfo of a seg_jax-written builder; class names (and any JSON-able `metadata`) go to
+    `metadata.json`.
 
     `DatasetInfo` is built directly: `dataset_info_from_configs` would scan the Python package folder.
     """
     return tfds.core.DatasetInfo(
         builder=builder,
         description=description,
-        features=stored_features(has_instances=has_instances, has_weights=has_weights),
-        metadata=tfds.core.MetadataDict(class_names=list(class_names)),
+        features=stored_features(has_instances=has_instances, has_weights=has_weights,
+                                 has_border_label=has_border_label),
+        metadata=tfds.core.MetadataDict(class_names=list(class_names), **(metadata or {})),
     )
 
 
 def stored_example(*, image: np.ndarray, label: np.ndarray, instances: np.ndarray | None,
-                   example_id: str) -> dict[str, Any]:
+                   example_id: str, weights: np.ndarray | None = None,
+                   border_label: np.ndarray | None = None) -> dict[str, Any]:
     """Encodes one example in the stored format.
 
     Args:
-        image: uint8 [H, W, 3].
+        image: uint8 [H, W, 3], or its PNG bytes (copied as they are).
         label: uint8 [H, W] class ids (255 = ignore).
         instances: integer [H, W] instance ids in [0, 65535], or None.
         example_id: a name unique within the dataset.
+        weights: float32 [H, W] per-pixel loss weights, or None.
+        border_label: uint8 [H, W] border-aware classes (255 = ignore), or None.
     """
-    example: dict[str, Any] = {"image": encode_png(image), "label": encode_png(label), "id": example_id}
+    png = image if isinstance(image, bytes) else encode_png(image)
+    example: dict[str, Any] = {"image": png, "label": encode_png(label), "id": example_id}
     if instances is not None:
         example["instances"] = np.asarray(instances, dtype=np.uint16)
+    if weights is not None:
+        example["weights"] = np.asarray(weights, dtype=np.float32)
+    if border_label is not None:
+        example["border_label"] = encode_png(border_label)
     return example
 
 
@@ -100,11 +116,14 @@ def build(builder: tfds.core.DatasetBuilder) -> None:
     builder.download_and_prepare(download_config=config)
 
 
-def stored_to_canonical(example: Mapping[str, Any]) -> dict[str, Any]:
-    """Canonical example from a decoded stored example (see the module docstring for both formats)."""
+def stored_to_canonical(example: Mapping[str, Any], *, label_key: str = "label") -> dict[str, Any]:
+    """Canonical example from a decoded stored example (see the module docstring for both formats).
+
+    `label_key` names the stored class map that becomes the canonical `label` ("label" or "border_label").
+    """
     out: dict[str, Any] = {
         "image": np.asarray(example["image"], dtype=np.uint8),
-        "label": np.asarray(example["label"])[..., 0].astype(np.int32),
+        "label": np.asarray(example[label_key])[..., 0].astype(np.int32),
     }
     if "instances" in example:
         out["instances"] = np.asarray(example["instances"]).astype(np.int32)

@@ -209,13 +209,13 @@ def _grid_filters(image, *, gaussian_sxy, bilateral_sxy, bilateral_srgb, downsam
     def gaussian(q):
         return gaussian_norm * _separable_blur(gaussian_norm * q, taps)
 
-    cells = _colour_modes(image / bilateral_srgb, downsample=downsample, modes=modes)
-    cell_sxy = bilateral_sxy / downsample
-    radius = int(math.floor(truncate * cell_sxy))
+    cells = _cluster_cells(image, downsample=downsample, modes=modes, sxy=bilateral_sxy, srgb=bilateral_srgb)
+    # Cells reach truncate·sxy plus the half cell their clusters' centres may stray from the cell centre.
+    radius = int(math.ceil(truncate * bilateral_sxy / downsample))
+    cell_step = downsample / bilateral_sxy  # grid spacing in units of sxy
 
     def bilateral_sum(v):
-        summed = _mode_window_sum(_pool(v, cells.assign), cells.mean, cells.var, radius, cell_sxy)
-        return _unpool(summed, cells.assign, shape=(h, w))
+        return _unpool(_cluster_window_sum(_pool(v, cells), cells.mean, cells.var, radius, cell_step), cells)
 
     bilateral_norm = lax.rsqrt(bilateral_sum(jnp.ones((b, h, w, 1), jnp.float32)))
 
@@ -247,98 +247,102 @@ def _separable_blur(x: jax.Array, taps: np.ndarray) -> jax.Array:
 
 
 class _Cells(NamedTuple):
-    assign: jax.Array  # [B, h, s, w, s, K] one-hot mode of each pixel, 0 for padding
-    mean: jax.Array    # [B, h, w, K, 3] mean colour of each mode, in srgb units
-    var: jax.Array     # [B, h, w, K] per-channel colour variance of each mode, in srgb² units
+    ids: jax.Array   # [B, H, W] int32 cluster of each pixel, numbering the clusters of [B, h, w, K] in order
+    mean: jax.Array  # [B, h, w, K, 5] cluster means: (y, x) from the cell centre / sxy, (r, g, b) / srgb
+    var: jax.Array   # [B, h, w, K, 2] cluster variances per axis: position (sxy² units), colour (srgb² units)
 
 
-def _colour_modes(colour: jax.Array, *, downsample: int, modes: int) -> _Cells:
-    """Splits each `downsample`² cell of colour [B, H, W, 3] into ≤ `modes` colour clusters (k-means).
+def _cluster_cells(image: jax.Array, *, downsample: int, modes: int, sxy: float, srgb: float) -> _Cells:
+    """Splits each `downsample`² cell of image [B, H, W, 3] into ≤ `modes` clusters in (position, colour).
 
-    Starts from the pixels at evenly spaced brightness ranks, then LLOYD_ITERATIONS Lloyd steps. The image is
-    padded to whole cells; padded pixels belong to no mode. Empty modes keep a finite mean and pool nothing.
+    k-means on the features (y/sxy, x/sxy, r/srgb, g/srgb, b/srgb), started from the pixels at evenly spaced
+    brightness ranks, LLOYD_ITERATIONS steps. The image is padded to whole cells; padded pixels belong to no
+    cluster. Empty clusters keep a finite mean and pool nothing.
     """
-    b, height, width, _ = colour.shape
+    b, height, width, _ = image.shape
     s, k = downsample, min(modes, downsample * downsample)
     h, w = -(-height // s), -(-width // s)
+    n = b * h * w  # cells
     pad = ((0, 0), (0, h * s - height), (0, w * s - width), (0, 0))
 
-    def to_cells(x, mode):  # [B, H, W, C] → [B, h, w, s², C]
+    def to_cells(x, mode):  # [B, H, W, C] → [cells, s², C]
         x = jnp.pad(x, pad, mode=mode).reshape(b, h, s, w, s, -1)
-        return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h, w, s * s, -1)
+        return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, s * s, -1)
 
-    pixels = to_cells(colour, "edge")  # padding copies real colours, so it never seeds a spurious mode
-    valid = to_cells(jnp.ones((b, height, width, 1), jnp.float32), "constant")
+    sub = (np.arange(s) - (s - 1) / 2.0) / sxy  # pixel position from its cell's centre
+    position = np.stack(np.meshgrid(sub, sub, indexing="ij"), -1).reshape(s * s, 2).astype(np.float32)
+    colour = to_cells(image / srgb, "edge")  # padding copies real colours, so it never seeds a spurious cluster
+    pixels = jnp.concatenate([jnp.broadcast_to(position, (n, s * s, 2)), colour], axis=-1)
+    moments = jnp.concatenate([pixels, pixels ** 2, jnp.ones_like(pixels[..., :1])], axis=-1).reshape(n * s * s, -1)
+    valid = to_cells(jnp.ones((b, height, width, 1), bool), "constant")[..., 0]
     ranks = ((np.arange(k) + 0.5) / k * s * s).astype(np.int32)
-    order = jnp.argsort(pixels.sum(-1), axis=-1)[..., ranks]
-    mean = jnp.take_along_axis(pixels, order[..., None], axis=-2)  # [B, h, w, K, 3]
-
-    def assign_to(mean):
-        sq_dist = jnp.sum((pixels[..., :, None, :] - mean[..., None, :, :]) ** 2, axis=-1)
-        return jax.nn.one_hot(jnp.argmin(sq_dist, axis=-1), k) * valid  # [B, h, w, s², K]
-
+    seeds = jnp.argsort(colour.sum(-1), axis=-1)[:, ranks]
+    mean = jnp.take_along_axis(pixels, seeds[..., None], axis=1)  # [cells, K, 5]
+    first = np.arange(n, dtype=np.int32)[:, None] * k
     for _ in range(LLOYD_ITERATIONS + 1):
-        assign = assign_to(mean)
-        count = assign.sum(-2)[..., None]
-        mean = jnp.where(count > 0, jnp.einsum("bhwpk,bhwpc->bhwkc", assign, pixels) / jnp.maximum(count, 1), mean)
-    sq_dev = jnp.sum((pixels[..., :, None, :] - mean[..., None, :, :]) ** 2, axis=-1)
-    var = jnp.sum(assign * sq_dev, axis=-2) / (3 * jnp.maximum(count[..., 0], 1))
-    assign = assign.reshape(b, h, w, s, s, k).transpose(0, 1, 3, 2, 4, 5)
-    return _Cells(assign, mean, var)
+        # argmin_k |x - μ_k|² = argmin_k |μ_k|² - 2 x·μ_k, as one matrix product per cell
+        score = jnp.sum(mean ** 2, -1)[:, None, :] - 2 * jnp.einsum("npd,nkd->npk", pixels, mean)
+        ids = jnp.where(valid, first + jnp.argmin(score, axis=-1), n * k)  # padding → a discarded segment
+        sums = jax.ops.segment_sum(moments, ids.reshape(-1), n * k + 1)[:-1]
+        count = sums[:, -1:]
+        mean = jnp.where(count > 0, sums[:, :5] / jnp.maximum(count, 1), mean.reshape(n * k, 5)).reshape(n, k, 5)
+    sq_dev = jnp.maximum(sums[:, 5:10] / jnp.maximum(count, 1) - mean.reshape(n * k, 5) ** 2, 0.0)
+    var = jnp.stack([sq_dev[:, :2].mean(-1), sq_dev[:, 2:].mean(-1)], -1)
+    ids = ids.reshape(b, h, w, s, s).transpose(0, 1, 3, 2, 4).reshape(b, h * s, w * s)[:, :height, :width]
+    return _Cells(ids, mean.reshape(b, h, w, k, 5), var.reshape(b, h, w, k, 2))
 
 
-def _pool(v: jax.Array, assign: jax.Array) -> jax.Array:
-    """Pixel values [B, H, W, C] → their sums per cell mode [B, h, w, K, C]."""
-    b, h, s, w, _, _ = assign.shape
-    v = jnp.pad(v, ((0, 0), (0, h * s - v.shape[1]), (0, w * s - v.shape[2]), (0, 0)))
-    return jnp.einsum("bhywxk,bhywxc->bhwkc", assign, v.reshape(b, h, s, w, s, -1))
+def _pool(v: jax.Array, cells: _Cells) -> jax.Array:
+    """Pixel values [B, H, W, C] → their sums per cluster [B, h, w, K, C]."""
+    summed = jax.ops.segment_sum(v.reshape(-1, v.shape[-1]), cells.ids.reshape(-1), math.prod(cells.var.shape[:4]))
+    return summed.reshape(*cells.var.shape[:4], v.shape[-1])
 
 
-def _unpool(v: jax.Array, assign: jax.Array, *, shape: tuple[int, int]) -> jax.Array:
-    """Cell-mode values [B, h, w, K, C] → each pixel takes its mode's value, [B, H, W, C] (`_pool`'s transpose)."""
-    b, h, s, w, _, _ = assign.shape
-    out = jnp.einsum("bhywxk,bhwkc->bhywxc", assign, v).reshape(b, h * s, w * s, -1)
-    return out[:, :shape[0], :shape[1]]
+def _unpool(v: jax.Array, cells: _Cells) -> jax.Array:
+    """Cluster values [B, h, w, K, C] → each pixel takes its cluster's value, [B, H, W, C] (`_pool`'s transpose)."""
+    return v.reshape(-1, v.shape[-1])[cells.ids]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _mode_window_sum(values: jax.Array, mean: jax.Array, var: jax.Array, radius: int,
-                     cell_sxy: float) -> jax.Array:
-    """Σ over grid offsets |o| ≤ radius and modes k' of exp(-|o|²/(2 cell_sxy²)) · κ · values(c + o, k').
+def _cluster_window_sum(values: jax.Array, mean: jax.Array, var: jax.Array, radius: int,
+                        cell_step: float) -> jax.Array:
+    """Σ over cells c' = c + o, |o| ≤ radius, and their clusters k' of κ(k, k') · values(c', k').
 
-    κ = t^(-3/2) exp(-|μ_k - μ_k'|² / (2t)), t = 1 + var_k + var_k', is the mean of the colour kernel
-    exp(-|I_i - I_j|²/2) over pixels i of mode k and j of mode k' when each mode's colours are Gaussian
-    (mean μ, variance var, in srgb units); a mode of one pixel gives the exact kernel. values [B, h, w, K, C],
-    mean [B, h, w, K, 3], var [B, h, w, K] → [B, h, w, K, C]; zero outside the grid. One offset per scan step
-    keeps memory at a few grid-sized arrays.
+    κ = t_p^(-1) t_c^(-3/2) exp(-|Δp|²/(2 t_p) - |Δc|²/(2 t_c)), with t = 1 + var_k + var_k' per feature
+    group, is the mean of the bilateral kernel exp(-|Δf|²/2) between a pixel of cluster k and one of k' when
+    each cluster's features are Gaussian (moment matched); a one-pixel cluster gives the exact kernel.
+    Δp = mean_k[:2] - mean_k'[:2] - o·cell_step. values [B, h, w, K, C], mean [B, h, w, K, 5],
+    var [B, h, w, K, 2] → [B, h, w, K, C]; zero outside the grid. One offset per scan step keeps memory at a
+    few grid-sized arrays.
     """
     offsets = np.array([(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
                         if dy * dy + dx * dx <= radius * radius], np.int32)
-    spatial = (-(offsets ** 2).sum(1) / (2.0 * cell_sxy ** 2)).astype(np.float32)
     pad = ((0, 0), (radius, radius), (radius, radius), (0, 0), (0, 0))
-    padded = [jnp.pad(x, pad[:x.ndim]) for x in (values, mean, var)]
+    padded = [jnp.pad(x, pad) for x in (values, mean, var)]
 
-    def step(acc, offset_and_log_weight):
-        (dy, dx), log_weight = offset_and_log_weight
-        v, m, t = (lax.dynamic_slice(x, (0, radius + dy, radius + dx) + (0,) * (x.ndim - 3), y.shape)
-                   for x, y in zip(padded, (values, mean, var)))
-        t = 1.0 + var[..., :, None] + t[..., None, :]  # [B, h, w, K, K']
-        sq_dist = jnp.sum((mean[..., :, None, :] - m[..., None, :, :]) ** 2, axis=-1)
-        weight = jnp.exp(log_weight - sq_dist / (2 * t)) * t ** -1.5
-        return acc + jnp.sum(weight[..., None] * v[..., None, :, :], axis=-2), None
+    def step(acc, offset):
+        start = (0, radius + offset[0], radius + offset[1], 0, 0)
+        v, m, t = (lax.dynamic_slice(x, start, y.shape) for x, y in zip(padded, (values, mean, var)))
+        t = 1.0 + var[:, :, :, :, None] + t[:, :, :, None]  # [B, h, w, K, K', 2]
+        delta = mean[:, :, :, :, None] - m[:, :, :, None]  # [B, h, w, K, K', 5]
+        delta = delta.at[..., :2].add(-offset.astype(jnp.float32) * cell_step)
+        log_weight = (-jnp.sum(delta[..., :2] ** 2, -1) / (2 * t[..., 0]) - jnp.log(t[..., 0])
+                      - jnp.sum(delta[..., 2:] ** 2, -1) / (2 * t[..., 1]) - 1.5 * jnp.log(t[..., 1]))
+        return acc + jnp.sum(jnp.exp(log_weight)[..., None] * v[:, :, :, None], axis=-2), None
 
-    out, _ = lax.scan(step, jnp.zeros_like(values), (jnp.asarray(offsets), jnp.asarray(spatial)))
+    out, _ = lax.scan(step, jnp.zeros_like(values), jnp.asarray(offsets))
     return out
 
 
-def _mode_window_sum_fwd(values, mean, var, radius, cell_sxy):
-    return _mode_window_sum(values, mean, var, radius, cell_sxy), (mean, var)
+def _cluster_window_sum_fwd(values, mean, var, radius, cell_step):
+    return _cluster_window_sum(values, mean, var, radius, cell_step), (mean, var)
 
 
-def _mode_window_sum_bwd(radius, cell_sxy, residuals, cotangent):
-    # κ and the spatial weight are symmetric, so the map is self-adjoint: no per-offset residuals are stored.
+def _cluster_window_sum_bwd(radius, cell_step, residuals, cotangent):
+    # κ is symmetric in (k, k'), so the map is self-adjoint: no per-offset residuals are stored.
     mean, var = residuals
-    return _mode_window_sum(cotangent, mean, var, radius, cell_sxy), jnp.zeros_like(mean), jnp.zeros_like(var)
+    return (_cluster_window_sum(cotangent, mean, var, radius, cell_step), jnp.zeros_like(mean),
+            jnp.zeros_like(var))
 
 
-_mode_window_sum.defvjp(_mode_window_sum_fwd, _mode_window_sum_bwd)
+_cluster_window_sum.defvjp(_cluster_window_sum_fwd, _cluster_window_sum_bwd)

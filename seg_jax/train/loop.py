@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from typing import Callable, Iterator
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -14,11 +14,12 @@ from absl import logging
 from flax import jax_utils
 from PIL import Image
 
-from seg_jax import data, metrics, visualize
+from seg_jax import data
 from seg_jax.train import steps, workdir as wd
 from seg_jax.train.checkpoints import Checkpoints
-from seg_jax.train.experiment import Experiment, build_experiment, class_weights_for
-from seg_jax.train.state import TrainState, create_train_state
+from seg_jax.train.evaluation import evaluate_split, make_eval_fn, prediction_picture
+from seg_jax.train.experiment import build_experiment, class_weights_for
+from seg_jax.train.state import create_train_state, unreplicate_to_host
 from seg_jax.train.writers import MetricWriter
 
 
@@ -38,62 +39,19 @@ def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path):
     info = data.prepare(config.data)
     exp = build_experiment(config, num_classes=info.num_classes)
     state = create_train_state(init_model=exp.init_model, apply_model=exp.apply_model, tx=exp.tx,
-                               rng=jax.random.PRNGKey(config.seed), image_shape=tuple(config.data.crop_size))
+                               seed=config.seed, image_shape=tuple(config.data.crop_size))
     ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints, best_metric=config.train.best_metric,
                         best_mode=config.train.best_mode)
     return info, exp, state, ckpts
 
 
-def evaluate_split(
-    state: TrainState,
-    *,
-    config: ml_collections.ConfigDict,
-    info: data.DatasetInfo,
-    split: str,
-    eval_fn: Callable,
-) -> tuple[dict, dict]:
-    """Evaluates a replicated state on a whole split.
-
-    Returns the record (`metrics.summarize` plus `split`) and the first batch of this process
-    (images, labels, predictions, probabilities as numpy) for pictures.
-    """
-    cm = np.zeros((info.num_classes, info.num_classes), np.int64)
-    iou_sum, count, first = 0.0, 0, None
-    for batch in data.eval_batches(config.data, split=split, global_batch_size=config.eval.batch_size,
-                                   num_local_devices=jax.local_device_count(), process_index=jax.process_index(),
-                                   process_count=jax.process_count()):
-        out = eval_fn(state, {k: batch[k] for k in ("image", "label", "mask")})
-        cm += np.asarray(out["confusion"][0], np.int64)
-        iou_sum += float(out["per_image_iou_sum"][0])
-        count += int(out["per_image_count"][0])
-        if first is None:
-            first = {"image": batch["image"], "label": batch["label"], "mask": batch["mask"],
-                     "prediction": np.asarray(out["prediction"]), "probabilities": np.asarray(out["probabilities"])}
-            first = {k: v.reshape(-1, *v.shape[2:]) for k, v in first.items()}
-    record = metrics.summarize(cm, class_names=info.class_names, ignore_index=info.ignore_index)
-    record["per_image_mean_iou"] = iou_sum / count if count else float("nan")
-    record["num_images"] = count
-    record["split"] = split
-    return record, first
-
-
-def prediction_picture(first: dict, *, config: ml_collections.ConfigDict, info: data.DatasetInfo) -> np.ndarray:
-    """A grid with one row per example: image | truth | prediction."""
-    keep = first["mask"] > 0
-    n = min(int(config.eval.num_pictures), int(keep.sum()))
-    images = data.denormalize(first["image"][keep][:n], config.data)
-    rows = []
-    for i in range(n):
-        rows.append([images[i],
-                     visualize.colorize(first["label"][keep][i], num_classes=info.num_classes),
-                     visualize.colorize(first["prediction"][keep][i], num_classes=info.num_classes)])
-    return visualize.grid(rows)
-
-
 def _log_eval(writer: MetricWriter, step: int, record: dict, picture: np.ndarray | None, workdir: pathlib.Path):
-    logging.info("eval %s step %d: mIoU %.4f (per-image %.4f), pixel acc %.4f; IoU %s", record["split"], step,
-                 record["mean_iou"], record["per_image_mean_iou"], record["pixel_accuracy"],
-                 ", ".join(f"{k} {v:.3f}" for k, v in record["iou"].items()))
+    logging.info("eval %s step %d: mIoU %.4f (per-image %.4f), pixel acc %.4f, boundary acc %.4f; IoU %s",
+                 record["split"], step, record["mean_iou"], record["per_image_mean_iou"], record["pixel_accuracy"],
+                 record["boundary_accuracy"], ", ".join(f"{k} {v:.3f}" for k, v in record["iou"].items()))
+    if "crf" in record:
+        logging.info("  with dense CRF: mIoU %.4f, boundary acc %.4f", record["crf"]["mean_iou"],
+                     record["crf"]["boundary_accuracy"])
     writer.scalars(step, record["split"], record)
     if picture is not None and writer.enabled:
         path = workdir / "pictures" / f"{record['split']}_step{step}.png"
@@ -105,14 +63,14 @@ def _log_eval(writer: MetricWriter, step: int, record: dict, picture: np.ndarray
 def _flush_train_metrics(pending: list, *, writer: MetricWriter, last_good_step: int, workdir: pathlib.Path) -> None:
     """Fetches queued step metrics, stops on the first non-finite loss, logs the newest."""
     for step, m in pending:
-        m = jax.device_get(jax.tree_util.tree_map(lambda x: x[0], m))
+        m = unreplicate_to_host(m)
         if not math.isfinite(float(m["loss"])):
             raise NonFiniteLossError(
                 f"loss is {float(m['loss'])} at step {step}; stopped without saving. The last good checkpoint "
                 f"(step {last_good_step}) in {workdir / 'checkpoints'} is intact.")
     if pending:
         step, m = pending[-1]
-        record = {k: float(v[0]) for k, v in jax.device_get(m).items()}
+        record = {k: float(v) for k, v in unreplicate_to_host(m).items()}
         writer.progress(step, record)
         writer.scalars(step, "train", record)
     pending.clear()
@@ -148,7 +106,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         loss_fn=exp.loss_fn, learning_rate_fn=exp.learning_rate_fn,
         class_weights=None if class_weights is None else jnp.asarray(class_weights),
         ignore_index=info.ignore_index)
-    eval_fn = steps.pmapped_eval_step(num_classes=info.num_classes, ignore_index=info.ignore_index)
+    eval_fn = make_eval_fn(config, info)
     batches: Iterator[dict] = data.train_batches(
         config.data, global_batch_size=config.train.batch_size, seed=config.seed, start_step=start,
         num_local_devices=jax.local_device_count(), process_index=jax.process_index(),
@@ -199,7 +157,7 @@ def _train_steps(rstate, steps_range, *, batches, train_fn, eval_fn, rng, best, 
             is_best = ckpts.is_better(value, best)
             best = value if is_best else best
         if save_now or is_best:
-            ckpts.save(jax_utils.unreplicate(rstate), meta={"best_value": best, "step": step}, is_best=is_best)
+            ckpts.save(unreplicate_to_host(rstate), meta={"best_value": best, "step": step}, is_best=is_best)
             last_good = step
     return record
 
@@ -226,7 +184,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, 
     state, _ = ckpts.restore(state, which=which)
     step = int(state.step)
     split = split or config.data.eval_split
-    eval_fn = steps.pmapped_eval_step(num_classes=info.num_classes, ignore_index=info.ignore_index)
+    eval_fn = make_eval_fn(config, info)
     record, first = evaluate_split(jax_utils.replicate(state), config=config, info=info, split=split,
                                    eval_fn=eval_fn)
     record["checkpoint"] = f"{which} step {step}"

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from seg_jax import metrics
+from seg_jax.metrics.boundary import boundary_counts
 from seg_jax.train.state import TrainState
 
 AXIS = "batch"
@@ -61,39 +62,64 @@ def train_step(
     return new_state, out
 
 
-def eval_step(
-    state: TrainState,
-    batch: dict[str, jax.Array],
-    *,
-    num_classes: int,
-    ignore_index: int,
-    axis_name: str = AXIS,
-) -> dict[str, jax.Array]:
-    """Predictions and summed statistics for one device's shard of an eval batch (under pmap).
-
-    Args:
-      batch: `image` `[b, h, w, 3]`, `label` `[b, h, w]`, `mask` float32 `[b]` (0 = padding).
-
-    Returns:
-      `confusion` int32 `[N, N]` summed over real examples of all devices; `per_image_iou_sum`
-      and `per_image_count`, the (sum, count) of per-image mean IoU over all devices;
-      `prediction` int32 `[b, h, w]` and `probabilities` float32 `[b, h, w, N]` of this device.
-    """
-    logits = state.apply_fn(state.variables, batch["image"], train=False)
-    prediction = jnp.argmax(logits, -1).astype(jnp.int32)
+def _prediction_stats(prediction, batch, *, num_classes, ignore_index, boundary_width, axis_name):
+    """Statistics of one prediction `[b, h, w]`, summed over real examples of all devices."""
     example_mask = batch["mask"][:, None, None] * jnp.ones(batch["label"].shape, jnp.float32)
     per_image = metrics.batched_confusion_matrix(
         jnp.where(example_mask > 0, prediction, 0), jnp.where(example_mask > 0, batch["label"], ignore_index),
         num_classes=num_classes, ignore_index=ignore_index)
     image_miou = metrics.mean_iou(per_image)  # NaN for an image with no counted pixel
     image_valid = (batch["mask"] > 0) & ~jnp.isnan(image_miou)
-    return {
-        "confusion": jax.lax.psum(per_image.sum(0), axis_name),
-        "per_image_iou_sum": jax.lax.psum(jnp.sum(jnp.where(image_valid, image_miou, 0.0)), axis_name),
-        "per_image_count": jax.lax.psum(jnp.sum(image_valid), axis_name),
-        "prediction": prediction,
-        "probabilities": jax.nn.softmax(logits, -1),
+    correct, total = boundary_counts(prediction, batch["label"], width=boundary_width, ignore_index=ignore_index,
+                                     example_mask=batch["mask"])
+    stats = {
+        "confusion": per_image.sum(0),
+        "per_image_iou_sum": jnp.sum(jnp.where(image_valid, image_miou, 0.0)),
+        "per_image_count": jnp.sum(image_valid),
+        "boundary_correct": correct,
+        "boundary_total": total,
     }
+    return jax.lax.psum(stats, axis_name)
+
+
+def eval_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    num_classes: int,
+    ignore_index: int,
+    boundary_width: int = 3,
+    crf_fn: Callable | None = None,
+    image_mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    image_std: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    axis_name: str = AXIS,
+) -> dict[str, jax.Array]:
+    """Predictions and summed statistics for one device's shard of an eval batch (under pmap).
+
+    Args:
+      batch: `image` `[b, h, w, 3]` normalised, `label` `[b, h, w]`, `mask` float32 `[b]` (0 = padding).
+      boundary_width: half-width in pixels of the band around true edges for boundary accuracy.
+      crf_fn: optional `(logits, image_0_255) -> probabilities`; when given, every statistic is also
+        computed for the CRF-refined prediction, under the key prefix `crf/`.
+      image_mean, image_std: the normalisation, undone for the CRF's colour kernel (0..255 units).
+
+    Returns:
+      Summed over real examples of all devices: `confusion` int32 `[N, N]`, (`per_image_iou_sum`,
+      `per_image_count`) of the per-image mean IoU, (`boundary_correct`, `boundary_total`). Of this
+      device: `prediction` int32 `[b, h, w]`, `probabilities` float32 `[b, h, w, N]` (and `crf/` twins).
+    """
+    logits = state.apply_fn(state.variables, batch["image"], train=False)
+    stats = functools.partial(_prediction_stats, batch=batch, num_classes=num_classes, ignore_index=ignore_index,
+                              boundary_width=boundary_width, axis_name=axis_name)
+    prediction = jnp.argmax(logits, -1).astype(jnp.int32)
+    out = {**stats(prediction), "prediction": prediction, "probabilities": jax.nn.softmax(logits, -1)}
+    if crf_fn is not None:
+        image = batch["image"] * jnp.asarray(image_std) + jnp.asarray(image_mean)
+        probabilities = crf_fn(logits, image)
+        prediction = jnp.argmax(probabilities, -1).astype(jnp.int32)
+        out.update({f"crf/{k}": v for k, v in stats(prediction).items()})
+        out.update({"crf/prediction": prediction, "crf/probabilities": probabilities})
+    return out
 
 
 def pmapped_train_step(**options) -> Callable:

@@ -1,0 +1,94 @@
+"""Evaluation of a replicated state on a whole split: semantic, boundary and (optionally) CRF metrics."""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from seg_jax import data, metrics, visualize
+from seg_jax.train import steps
+from seg_jax.train.state import TrainState, unreplicate_to_host
+
+_SUMMED = ("confusion", "per_image_iou_sum", "per_image_count", "boundary_correct", "boundary_total")
+
+
+def make_eval_fn(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> Callable:
+    """The pmapped eval step for `config.eval` (boundary width, optional dense CRF)."""
+    crf_fn = None
+    crf_cfg = config.eval.get("crf", None)
+    if crf_cfg is not None and crf_cfg.enabled:
+        from seg_jax.postprocess.crf import dense_crf
+        options = {k: v for k, v in crf_cfg.to_dict().items() if k != "enabled"}
+        crf_fn = functools.partial(dense_crf, **options)
+    return steps.pmapped_eval_step(
+        num_classes=info.num_classes, ignore_index=info.ignore_index,
+        boundary_width=int(config.eval.get("boundary_width", 3)), crf_fn=crf_fn,
+        image_mean=tuple(config.data.mean), image_std=tuple(config.data.std))
+
+
+def _record(sums: dict, *, info: data.DatasetInfo, boundary_width: int) -> dict:
+    record = metrics.summarize(sums["confusion"], class_names=info.class_names, ignore_index=info.ignore_index)
+    count = int(sums["per_image_count"])
+    record["per_image_mean_iou"] = float(sums["per_image_iou_sum"]) / count if count else float("nan")
+    record["num_images"] = count
+    total = int(sums["boundary_total"])
+    record["boundary_accuracy"] = int(sums["boundary_correct"]) / total if total else float("nan")
+    record["definition"]["boundary_accuracy"] = (
+        f"pixel accuracy within {boundary_width} px of a change of true label (trimap accuracy)")
+    return record
+
+
+def evaluate_split(
+    state: TrainState,
+    *,
+    config: ml_collections.ConfigDict,
+    info: data.DatasetInfo,
+    split: str,
+    eval_fn: Callable,
+) -> tuple[dict, dict]:
+    """Evaluates a replicated state on every example of `split` exactly once.
+
+    Returns the record (`metrics.summarize` plus per-image mIoU, boundary accuracy, `split`, and a
+    `crf` sub-record when the CRF is on) and this process's first batch as numpy (images, labels,
+    predictions, probabilities) for pictures.
+    """
+    prefixes = [""]
+    sums: dict[str, np.ndarray] = {}
+    first = None
+    for batch in data.eval_batches(config.data, split=split, global_batch_size=config.eval.batch_size,
+                                   num_local_devices=jax.local_device_count(), process_index=jax.process_index(),
+                                   process_count=jax.process_count()):
+        out = eval_fn(state, {k: batch[k] for k in ("image", "label", "mask")})
+        prefixes = [""] + (["crf/"] if "crf/confusion" in out else [])
+        summed = unreplicate_to_host({p + k: out[p + k] for p in prefixes for k in _SUMMED})
+        for key, value in summed.items():  # float64/int64 on the host: a split's counts can be large
+            sums[key] = sums.get(key, 0) + value.astype(np.float64 if value.dtype.kind == "f" else np.int64)
+        if first is None:
+            first = {k: np.asarray(v) for k, v in out.items() if k.endswith(("prediction", "probabilities"))}
+            first.update({k: batch[k] for k in ("image", "label", "mask")})
+            first = {k: v.reshape(-1, *v.shape[2:]) for k, v in first.items()}
+    width = int(config.eval.get("boundary_width", 3))
+    record = _record({k: sums[k] for k in _SUMMED}, info=info, boundary_width=width)
+    if "crf/" in prefixes:
+        record["crf"] = _record({k: sums["crf/" + k] for k in _SUMMED}, info=info, boundary_width=width)
+        record["crf"].pop("definition")
+    record["split"] = split
+    return record, first
+
+
+def prediction_picture(first: dict, *, config: ml_collections.ConfigDict, info: data.DatasetInfo) -> np.ndarray:
+    """A grid with one row per example: image | truth | prediction (| prediction after CRF)."""
+    keep = first["mask"] > 0
+    n = min(int(config.eval.num_pictures), int(keep.sum()))
+    images = data.denormalize(first["image"][keep][:n], config.data)
+    colour = functools.partial(visualize.colorize, num_classes=info.num_classes, ignore_index=info.ignore_index)
+    rows = []
+    for i in range(n):
+        row = [images[i], colour(first["label"][keep][i]), colour(first["prediction"][keep][i])]
+        if "crf/prediction" in first:
+            row.append(colour(first["crf/prediction"][keep][i]))
+        rows.append(row)
+    return visualize.grid(rows)
