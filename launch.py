@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import logging as std_logging
 import pathlib
 
 import jax
@@ -20,9 +21,19 @@ _WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "eval mod
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (one process per host).")
 
 
+class _QuietLibraries(std_logging.Filter):
+    """Keeps seg_jax's progress lines and every warning; drops the libraries' INFO chatter."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if "OpenCV is not installed" in str(record.msg):  # TFDS decodes PNGs with Pillow; that is fine
+            return False
+        return record.levelno >= std_logging.WARNING or "seg_jax" in record.pathname or __file__ == record.pathname
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.get_absl_handler().addFilter(_QuietLibraries())
     if _MULTIHOST.value:
         jax.distributed.initialize()
     from seg_jax import train  # after flag parsing, so --help stays fast

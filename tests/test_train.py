@@ -47,9 +47,9 @@ def test_tiny_run_writes_everything_and_refuses_to_overwrite(make_config, tmp_pa
     assert 0.0 <= second["crf"]["mean_iou"] <= 1.0 and 0.0 <= second["crf"]["boundary_accuracy"] <= 1.0
     assert "crf" not in first
     assert len(list((workdir / "eval").glob("*.json"))) == 2
-    pictures = sorted((workdir / "eval").glob("*.png"))
-    widths = [np.asarray(Image.open(p)).shape[1] for p in pictures]
-    assert widths[1] > widths[0]  # the CRF column
+    plain, crf = (np.asarray(Image.open(workdir / "eval" / f"validation_latest_step4{suffix}_predictions.png"))
+                  for suffix in ("", "_2"))
+    assert crf.shape[1] > plain.shape[1]  # the CRF column
 
 
 def test_killed_run_resumes_to_the_same_result(make_config, tmp_path, monkeypatch):
@@ -101,6 +101,19 @@ def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(make_config, tmp_
 
 def test_label_out_of_range_is_named():
     labels = np.array([[0, 1], [255, 7]])
-    with pytest.raises(ValueError, match="label value 7 outside \\[0, 5\\).*shapes"):
+    with pytest.raises(ValueError, match=r"step 1 \(shapes\): label value 7 outside \[0, 5\)"):
         loop.check_labels(labels, num_classes=5, ignore_index=255, where="training batch of step 1 (shapes)")
     loop.check_labels(labels, num_classes=8, ignore_index=255, where="x")
+
+
+def test_nuclei_border_targets_report_instance_metrics(make_config, tmp_path):
+    config = make_config("nuclei", "border_watershed,tiny")
+    config.train.steps = 2
+    record = train.train_and_evaluate(config, tmp_path / "nuclei")
+    assert list(record["iou"]) == ["background", "interior", "border"]
+    inst = record["instances"]
+    assert inst["num_images"] == record["num_images"] == data.prepare(config.data).split_sizes["validation"]
+    for key in ("dsb", "AP", "AP50", "AP75", "PQ", "AJI"):
+        assert 0.0 <= inst[key] <= 1.0, key
+    assert inst["options"]["method"] == "watershed"
+    assert list((tmp_path / "nuclei" / "pictures").glob("validation_instances_step2.png"))

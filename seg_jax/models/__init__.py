@@ -8,6 +8,7 @@ from __future__ import annotations
 from seg_jax.models.factory import MODELS, create_model, model_options
 from seg_jax.models.fcn import FCN
 from seg_jax.models.layers import NORMS, BilinearUpsample, ConvBlock, bilinear_kernel
+from seg_jax.models.mask_rcnn import MaskRCNN  # registers "mask_rcnn" (task = "detection")
 from seg_jax.models.unet import UNet
 
 __all__ = [

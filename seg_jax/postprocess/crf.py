@@ -131,7 +131,9 @@ def _mean_field_log_q(logits, image, *, iterations, gaussian_sxy, gaussian_compa
 
     if differentiable:  # keep only Q per iteration for the backward pass
         update = jax.checkpoint(update)
-    log_q, _ = lax.scan(update, neg_unary, None, length=iterations)
+    log_q = neg_unary
+    for _ in range(iterations):
+        log_q, _ = update(log_q, None)
     return log_q
 
 
@@ -211,11 +213,11 @@ def _grid_filters(image, *, gaussian_sxy, bilateral_sxy, bilateral_srgb, downsam
 
     cells = _cluster_cells(image, downsample=downsample, modes=modes, sxy=bilateral_sxy, srgb=bilateral_srgb)
     # Cells reach truncate·sxy plus the half cell their clusters' centres may stray from the cell centre.
-    radius = int(math.ceil(truncate * bilateral_sxy / downsample))
-    cell_step = downsample / bilateral_sxy  # grid spacing in units of sxy
+    weights, neighbours = _cluster_kernel(cells, radius=int(math.ceil(truncate * bilateral_sxy / downsample)),
+                                          cell_step=downsample / bilateral_sxy)
 
     def bilateral_sum(v):
-        return _unpool(_cluster_window_sum(_pool(v, cells), cells.mean, cells.var, radius, cell_step), cells)
+        return _unpool(_cluster_window_sum(_pool(v, cells), weights, neighbours), cells)
 
     bilateral_norm = lax.rsqrt(bilateral_sum(jnp.ones((b, h, w, 1), jnp.float32)))
 
@@ -303,46 +305,40 @@ def _unpool(v: jax.Array, cells: _Cells) -> jax.Array:
     return v.reshape(-1, v.shape[-1])[cells.ids]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _cluster_window_sum(values: jax.Array, mean: jax.Array, var: jax.Array, radius: int,
-                        cell_step: float) -> jax.Array:
-    """Σ over cells c' = c + o, |o| ≤ radius, and their clusters k' of κ(k, k') · values(c', k').
+def _cluster_kernel(cells: _Cells, *, radius: int, cell_step: float) -> tuple[jax.Array, jax.Array]:
+    """Kernel weights between each cell's clusters and those of the cells within `radius` cells.
 
-    κ = t_p^(-1) t_c^(-3/2) exp(-|Δp|²/(2 t_p) - |Δc|²/(2 t_c)), with t = 1 + var_k + var_k' per feature
-    group, is the mean of the bilateral kernel exp(-|Δf|²/2) between a pixel of cluster k and one of k' when
-    each cluster's features are Gaussian (moment matched); a one-pixel cluster gives the exact kernel.
-    Δp = mean_k[:2] - mean_k'[:2] - o·cell_step. values [B, h, w, K, C], mean [B, h, w, K, 5],
-    var [B, h, w, K, 2] → [B, h, w, K, C]; zero outside the grid. One offset per scan step keeps memory at a
-    few grid-sized arrays.
+    κ(k, k') = t_p^(-1) t_c^(-3/2) exp(-|Δp|²/(2 t_p) - |Δc|²/(2 t_c)), with t = 1 + var_k + var_k' per feature
+    group, is the mean of the bilateral kernel exp(-|Δf|²/2) between a pixel of cluster k and one of cluster
+    k' when each cluster's features are Gaussian (moment matched); a one-pixel cluster gives the exact kernel.
+    Returns (weights [cells, K, O·K'], neighbours [cells, O]) for the O grid offsets o in the disc |o| ≤ radius;
+    neighbours index the flattened [B, h, w] cells, with `cells` (one past the end) for offsets off the grid.
     """
+    b, h, w, k, _ = cells.mean.shape
+    n = b * h * w
     offsets = np.array([(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
                         if dy * dy + dx * dx <= radius * radius], np.int32)
-    pad = ((0, 0), (radius, radius), (radius, radius), (0, 0), (0, 0))
-    padded = [jnp.pad(x, pad) for x in (values, mean, var)]
-
-    def step(acc, offset):
-        start = (0, radius + offset[0], radius + offset[1], 0, 0)
-        v, m, t = (lax.dynamic_slice(x, start, y.shape) for x, y in zip(padded, (values, mean, var)))
-        t = 1.0 + var[:, :, :, :, None] + t[:, :, :, None]  # [B, h, w, K, K', 2]
-        delta = mean[:, :, :, :, None] - m[:, :, :, None]  # [B, h, w, K, K', 5]
-        delta = delta.at[..., :2].add(-offset.astype(jnp.float32) * cell_step)
-        log_weight = (-jnp.sum(delta[..., :2] ** 2, -1) / (2 * t[..., 0]) - jnp.log(t[..., 0])
-                      - jnp.sum(delta[..., 2:] ** 2, -1) / (2 * t[..., 1]) - 1.5 * jnp.log(t[..., 1]))
-        return acc + jnp.sum(jnp.exp(log_weight)[..., None] * v[:, :, :, None], axis=-2), None
-
-    out, _ = lax.scan(step, jnp.zeros_like(values), jnp.asarray(offsets))
-    return out
-
-
-def _cluster_window_sum_fwd(values, mean, var, radius, cell_step):
-    return _cluster_window_sum(values, mean, var, radius, cell_step), (mean, var)
+    y = np.arange(h)[:, None, None] + offsets[:, 0]  # [h, 1, O]
+    x = np.arange(w)[None, :, None] + offsets[:, 1]  # [1, w, O]
+    inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+    neighbours = np.where(inside, (np.arange(b)[:, None, None, None] * h + y) * w + x, n).reshape(n, -1)
+    mean = jnp.concatenate([cells.mean.reshape(n, k, 5), jnp.zeros((1, k, 5))])
+    var = jnp.concatenate([cells.var.reshape(n, k, 2), jnp.ones((1, k, 2))])
+    key_mean, key_var = mean[neighbours][:, None], var[neighbours][:, None]  # [cells, 1, O, K', ·]
+    query_mean, query_var = mean[:n, :, None, None], var[:n, :, None, None]  # [cells, K, 1, 1, ·]
+    t = 1.0 + query_var + key_var
+    position = (query_mean[..., :2] - key_mean[..., :2] - offsets[:, None, :] * np.float32(cell_step))
+    log_weight = (-jnp.sum(position ** 2, -1) / (2 * t[..., 0]) - jnp.log(t[..., 0])
+                  - jnp.sum((query_mean[..., 2:] - key_mean[..., 2:]) ** 2, -1) / (2 * t[..., 1])
+                  - 1.5 * jnp.log(t[..., 1]))
+    weights = jnp.where((neighbours < n)[:, None, :, None], jnp.exp(log_weight), 0.0)
+    return weights.reshape(n, k, -1), jnp.asarray(neighbours, jnp.int32)
 
 
-def _cluster_window_sum_bwd(radius, cell_step, residuals, cotangent):
-    # κ is symmetric in (k, k'), so the map is self-adjoint: no per-offset residuals are stored.
-    mean, var = residuals
-    return (_cluster_window_sum(cotangent, mean, var, radius, cell_step), jnp.zeros_like(mean),
-            jnp.zeros_like(var))
-
-
-_cluster_window_sum.defvjp(_cluster_window_sum_fwd, _cluster_window_sum_bwd)
+def _cluster_window_sum(values: jax.Array, weights: jax.Array, neighbours: jax.Array) -> jax.Array:
+    """Σ_(k' in the window) κ(k, k') values(k'): [B, h, w, K, C] → [B, h, w, K, C], one matrix product per cell."""
+    shape = values.shape
+    n, k, c = weights.shape[0], shape[3], shape[4]
+    padded = jnp.concatenate([values.reshape(n, k, c), jnp.zeros((1, k, c), values.dtype)])
+    keys = padded[neighbours].reshape(n, -1, c)  # [cells, O·K', C]
+    return jnp.einsum("nqj,njc->nqc", weights, keys, precision=lax.Precision.HIGHEST).reshape(shape)

@@ -8,7 +8,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from seg_jax import data, metrics, visualize
+from seg_jax import data, metrics, postprocess, visualize
 from seg_jax.train import steps
 from seg_jax.train.state import TrainState, unreplicate_to_host
 
@@ -27,6 +27,55 @@ def make_eval_fn(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> C
         num_classes=info.num_classes, ignore_index=info.ignore_index,
         boundary_width=int(config.eval.get("boundary_width", 3)), crf_fn=crf_fn,
         image_mean=tuple(config.data.mean), image_std=tuple(config.data.std))
+
+
+class InstanceEval:
+    """Instances from each eval image's probabilities (host side), scored against the true instance ids.
+
+    Config `config.eval.instances`: `enabled`, `per_class` (instances of every class, for multi-class
+    data such as `shapes`; else one foreground), and `options` for
+    `seg_jax.postprocess.instances_from_semantic` (method, markers, thresholds, morphology).
+    Pixels with the ignore label count as background for both prediction and truth.
+    """
+
+    def __init__(self, cfg: ml_collections.ConfigDict, *, ignore_index: int):
+        if jax.process_count() > 1:
+            raise NotImplementedError("instance metrics are computed on the host of a single process; "
+                                      "evaluate multi-host runs with --mode=eval in one process")
+        self.per_class = bool(cfg.get("per_class", False))
+        self.options = cfg.get("options", ml_collections.ConfigDict()).to_dict()
+        self.ignore_index = ignore_index
+        self.evaluator = metrics.InstanceEvaluator()
+        self.first: list[tuple[np.ndarray, np.ndarray]] = []  # (true, predicted) of the first images
+
+    def add_batch(self, probabilities: np.ndarray, batch: dict) -> None:
+        """`probabilities` `[D, b, H, W, N]` and the eval batch (with `instances`) of one step."""
+        probabilities = probabilities.reshape(-1, *probabilities.shape[2:])
+        labels, true, mask = (batch[k].reshape(-1, *batch[k].shape[2:]) for k in ("label", "instances", "mask"))
+        for p, label, t in zip(probabilities[mask > 0], labels[mask > 0], true[mask > 0]):
+            ignored = label == self.ignore_index
+            p = np.where(ignored[..., None], np.eye(p.shape[-1], dtype=p.dtype)[0], p)
+            t = np.where(ignored, 0, t)
+            if self.per_class:
+                pred, class_of = postprocess.instances_per_class(p, **self.options)
+                scores = postprocess.instance_scores(p, pred, class_of_instance=class_of)
+            else:
+                pred = postprocess.instances_from_semantic(p, **self.options)
+                scores = postprocess.instance_scores(p, pred)
+            self.evaluator.add(pred, t, scores=scores)
+            if len(self.first) < 16:
+                self.first.append((t, pred))
+
+    def result(self) -> dict:
+        return {**self.evaluator.result(), "options": dict(self.options, per_class=self.per_class),
+                "definition": metrics.INSTANCE_DEFINITIONS}
+
+
+def instance_picture(images: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], *, n: int) -> np.ndarray:
+    """A grid with one row per example: image | true instances | predicted instances (one colour each)."""
+    rows = [[image, visualize.colorize_instances(t), visualize.colorize_instances(p)]
+            for image, (t, p) in zip(images[:n], pairs[:n])]
+    return visualize.grid(rows)
 
 
 def _record(sums: dict, *, info: data.DatasetInfo, boundary_width: int) -> dict:
@@ -51,13 +100,17 @@ def evaluate_split(
 ) -> tuple[dict, dict]:
     """Evaluates a replicated state on every example of `split` exactly once.
 
-    Returns the record (`metrics.summarize` plus per-image mIoU, boundary accuracy, `split`, and a
-    `crf` sub-record when the CRF is on) and this process's first batch as numpy (images, labels,
-    predictions, probabilities) for pictures.
+    Returns the record (`metrics.summarize` plus per-image mIoU, boundary accuracy, `split`, a `crf`
+    sub-record when the CRF is on, an `instances` sub-record when instance evaluation is on) and this
+    process's first batch as numpy (images, labels, predictions, probabilities) for pictures.
     """
     prefixes = [""]
     sums: dict[str, np.ndarray] = {}
     first = None
+    inst_cfg = config.eval.get("instances", None)
+    instances = InstanceEval(inst_cfg, ignore_index=info.ignore_index) if inst_cfg and inst_cfg.enabled else None
+    if instances is not None and not info.has_instances:
+        raise ValueError(f"config.eval.instances.enabled needs instance ids, and dataset {info.name!r} has none")
     for batch in data.eval_batches(config.data, split=split, global_batch_size=config.eval.batch_size,
                                    num_local_devices=jax.local_device_count(), process_index=jax.process_index(),
                                    process_count=jax.process_count()):
@@ -66,6 +119,8 @@ def evaluate_split(
         summed = unreplicate_to_host({p + k: out[p + k] for p in prefixes for k in _SUMMED})
         for key, value in summed.items():  # float64/int64 on the host: a split's counts can be large
             sums[key] = sums.get(key, 0) + value.astype(np.float64 if value.dtype.kind == "f" else np.int64)
+        if instances is not None:
+            instances.add_batch(np.asarray(out["probabilities"]), batch)
         if first is None:
             first = {k: np.asarray(v) for k, v in out.items() if k.endswith(("prediction", "probabilities"))}
             first.update({k: batch[k] for k in ("image", "label", "mask")})
@@ -75,8 +130,22 @@ def evaluate_split(
     if "crf/" in prefixes:
         record["crf"] = _record({k: sums["crf/" + k] for k in _SUMMED}, info=info, boundary_width=width)
         record["crf"].pop("definition")
+    if instances is not None:
+        record["instances"] = instances.result()
+        first["instance_pairs"] = instances.first
     record["split"] = split
     return record, first
+
+
+def pictures(first: dict, *, config: ml_collections.ConfigDict, info: data.DatasetInfo) -> dict[str, np.ndarray]:
+    """uint8 picture grids by name: "predictions", and "instances" when instances were evaluated."""
+    out = {"predictions": prediction_picture(first, config=config, info=info)}
+    if first.get("instance_pairs"):
+        keep = first["mask"] > 0
+        n = int(config.eval.num_pictures)
+        images = data.denormalize(first["image"][keep][:n], config.data)
+        out["instances"] = instance_picture(images, first["instance_pairs"], n=n)
+    return out
 
 
 def prediction_picture(first: dict, *, config: ml_collections.ConfigDict, info: data.DatasetInfo) -> np.ndarray:

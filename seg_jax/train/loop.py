@@ -17,7 +17,7 @@ from PIL import Image
 from seg_jax import data
 from seg_jax.train import steps, workdir as wd
 from seg_jax.train.checkpoints import Checkpoints
-from seg_jax.train.evaluation import evaluate_split, make_eval_fn, prediction_picture
+from seg_jax.train.evaluation import evaluate_split, make_eval_fn, pictures
 from seg_jax.train.experiment import build_experiment, class_weights_for
 from seg_jax.train.state import create_train_state, unreplicate_to_host
 from seg_jax.train.writers import MetricWriter
@@ -45,19 +45,24 @@ def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path):
     return info, exp, state, ckpts
 
 
-def _log_eval(writer: MetricWriter, step: int, record: dict, picture: np.ndarray | None, workdir: pathlib.Path):
+def _log_eval(writer: MetricWriter, step: int, record: dict, grids: dict[str, np.ndarray], workdir: pathlib.Path):
     logging.info("eval %s step %d: mIoU %.4f (per-image %.4f), pixel acc %.4f, boundary acc %.4f; IoU %s",
                  record["split"], step, record["mean_iou"], record["per_image_mean_iou"], record["pixel_accuracy"],
                  record["boundary_accuracy"], ", ".join(f"{k} {v:.3f}" for k, v in record["iou"].items()))
     if "crf" in record:
         logging.info("  with dense CRF: mIoU %.4f, boundary acc %.4f", record["crf"]["mean_iou"],
                      record["crf"]["boundary_accuracy"])
+    if "instances" in record:
+        r = record["instances"]
+        logging.info("  instances: DSB %.4f, AP %.4f, AP50 %.4f, PQ %.4f, AJI %.4f", r["dsb"], r.get("AP", np.nan),
+                     r.get("AP50", np.nan), r["PQ"], r["AJI"])
     writer.scalars(step, record["split"], record)
-    if picture is not None and writer.enabled:
-        path = workdir / "pictures" / f"{record['split']}_step{step}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(picture).save(path)
-        writer.image(step, f"{record['split']}/predictions", picture)
+    if writer.enabled:
+        for name, picture in grids.items():
+            path = workdir / "pictures" / f"{record['split']}_{name}_step{step}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(picture).save(path)
+            writer.image(step, f"{record['split']}/{name}", picture)
 
 
 def _flush_train_metrics(pending: list, *, writer: MetricWriter, last_good_step: int, workdir: pathlib.Path) -> None:
@@ -151,8 +156,8 @@ def _train_steps(rstate, steps_range, *, batches, train_fn, eval_fn, rng, best, 
         if eval_now:
             record, first = evaluate_split(rstate, config=config, info=info, split=config.data.eval_split,
                                            eval_fn=eval_fn)
-            picture = prediction_picture(first, config=config, info=info) if is_main else None
-            _log_eval(writer, step, record, picture, workdir)
+            grids = pictures(first, config=config, info=info) if is_main else {}
+            _log_eval(writer, step, record, grids, workdir)
             value = record[config.train.best_metric]
             is_best = ckpts.is_better(value, best)
             best = value if is_best else best
@@ -192,7 +197,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, 
         base = wd.unique_path(workdir / "eval" / f"{split}_{which}_step{step}.json")
         base.write_text(json.dumps(record, indent=2, default=float))
         base.with_suffix(".md").write_text(wd.results_table(record, title=f"{split}, {which} step {step}"))
-        Image.fromarray(prediction_picture(first, config=config, info=info)).save(base.with_suffix(".png"))
+        for name, picture in pictures(first, config=config, info=info).items():
+            Image.fromarray(picture).save(base.with_name(f"{base.stem}_{name}.png"))
         logging.info("eval %s (%s step %d): mIoU %.4f", split, which, step, record["mean_iou"])
     ckpts.close()
     return record

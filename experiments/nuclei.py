@@ -1,0 +1,42 @@
+"""python launch.py --config=experiments/nuclei.py:border_watershed --workdir=runs/nuclei_border_watershed
+
+Instances from semantic masks on the built-in `nuclei` dataset (touching nuclei, DSB-2018 style):
+  ce_cc             plain cross-entropy, instances by connected components (the baseline);
+  unet_weights_cc   cross-entropy weighted by the U-Net paper's boundary weight map (w0=10, σ=5 px);
+  border_watershed  border-aware 3-class targets (background / interior / border), marker-controlled
+                    watershed seeded by interior minus border.
+Evaluation reports DSB score, COCO mask AP, PQ and AJI beside mIoU. Append `,tiny` for tests.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from experiments import default
+from seg_jax import data
+
+VARIANTS = ("ce_cc", "unet_weights_cc", "border_watershed")
+ARGS = VARIANTS + tuple(f"{v},tiny" for v in VARIANTS)
+
+
+def get_config(arg: str | None = "border_watershed") -> ml_collections.ConfigDict:
+    variant, _, size = (arg or "border_watershed").partition(",")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown nuclei variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    config = default.get_config()
+    config.name = f"nuclei_{variant}"
+    config.data = data.base_config("nuclei")
+    config.data.crop_size = (64, 64)
+    config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0})
+    options = {"method": "connected_components", "foreground_threshold": 0.5, "min_size": 8}
+    if variant == "unet_weights_cc":
+        config.data.weight_map = "unet"
+        config.data.weight_map_w0 = 10.0
+        config.data.weight_map_sigma = 5.0
+    elif variant == "border_watershed":
+        config.data.targets = "border"
+        config.data.border_width = 2
+        options = {"method": "watershed", "border_index": 2, "markers": "interior", "elevation": "border",
+                   "marker_threshold": 0.5, "foreground_threshold": 0.5, "min_size": 8}
+    config.eval.instances = ml_collections.ConfigDict({"enabled": True, "per_class": False, "options": options})
+    config.train.best_metric = "mean_iou"
+    return default.apply_arg(config, size or None)
