@@ -18,6 +18,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.name = "default"
     config.seed = 0
     config.data = data.base_config("shapes")
+    config.data.crop_size = (64, 64)
 
     config.model = ml_collections.ConfigDict({"name": "unet", "depth": 3, "base_width": 16, "norm": "batch"})
     # Weighted sum of registered losses (seg_jax.losses.LOSSES).
@@ -30,11 +31,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.schedule = ml_collections.ConfigDict({"name": "cosine", "warmup_steps": 50, "end_factor": 0.01,
                                                  "power": 0.9})
     config.train = ml_collections.ConfigDict({
-        "steps": 800,
-        "batch_size": 16,          # global, split over all devices of all processes
-        "log_every": 50,
-        "eval_every": 400,
-        "checkpoint_every": 200,
+        "steps": 1500,
+        "batch_size": 8,           # global, split over all devices of all processes
+        "log_every": 100,
+        "eval_every": 750,
+        "checkpoint_every": 250,
         "keep_checkpoints": 2,
         "best_metric": "mean_iou",  # any scalar of the evaluation record
         "best_mode": "max",

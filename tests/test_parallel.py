@@ -59,5 +59,5 @@ def test_two_processes_match_one(one_device, tmp_path, data_dir):
     out = tmp_path / "p.npz"
     procs = [subprocess.Popen([sys.executable, SCRIPT, str(tmp_path / "w"), str(out), data_dir, str(i), "2",
                                str(port)], env=_env(1)) for i in range(2)]
-    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert [p.wait(timeout=480) for p in procs] == [0, 0]
     _assert_same(one_device, _load(out))

@@ -1,13 +1,14 @@
 """`shapes`: procedural RGB scenes of discs, squares, triangles, rings and thin bars.
 
-Built to be imbalanced and to need shape rather than colour: object colours are drawn from the
-same distribution as the background clutter, whatever the class; the background is textured, has
-coloured blobs, and everything is blurred and noisy. Class frequencies differ by orders of magnitude
+Built to be imbalanced and to need shape rather than colour: object colours are drawn from one
+distribution whatever the class, so only shape tells the classes apart; the background is textured,
+has irregular low-contrast blobs, and everything is blurred and noisy. Class frequencies differ by orders of magnitude
 (background ~80 % of pixels, thin bars ~0.3 %), objects overlap and touch, later ones on top.
 """
 from __future__ import annotations
 
 import numpy as np
+import tensorflow_datasets as tfds
 
 from seg_jax.data import procedural
 
@@ -16,8 +17,10 @@ CLASS_NAMES = ("background", "disc", "square", "triangle", "ring", "bar")
 # Per-object class probabilities (disc, square, triangle, ring, bar): rare classes are also small.
 _OBJECT_PROBS = np.array([0.38, 0.26, 0.20, 0.10, 0.06])
 _MIN_OBJECTS, _MAX_OBJECTS = 4, 10
-# Objects and background differ by at least this mean colour distance (0..255 units).
+# Objects and background differ by at least this mean colour distance (0..255 units); clutter
+# blobs by at most `_MAX_CLUTTER_CONTRAST` per channel.
 _MIN_CONTRAST = 60.0
+_MAX_CLUTTER_CONTRAST = 35.0
 
 
 def _rotated(yy: np.ndarray, xx: np.ndarray, *, cy: float, cx: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
@@ -69,9 +72,10 @@ def render_shapes(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.n
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     base = rng.uniform(30, 225, 3).astype(np.float32)
     image = base + 30 * procedural.smooth_noise(rng, (size, size, 3), sigma=size / 8)
-    for _ in range(rng.integers(0, 4)):  # background clutter: irregular blobs of object-like colours
+    for _ in range(rng.integers(0, 4)):  # background clutter: irregular blobs, less contrast than objects
         blob = procedural.smooth_noise(rng, (size, size), sigma=size / 12) > rng.uniform(1.2, 2.0)
-        image[blob] = rng.uniform(0, 255, 3) + 10 * rng.standard_normal((int(blob.sum()), 3))
+        offset = rng.uniform(-_MAX_CLUTTER_CONTRAST, _MAX_CLUTTER_CONTRAST, 3)
+        image[blob] = base + offset + 10 * rng.standard_normal((int(blob.sum()), 3))
     label = np.zeros((size, size), np.uint8)
     instances = np.zeros((size, size), np.int32)
     # One texture field for all objects of the scene, scaled per object (cheaper than one each).
@@ -90,6 +94,9 @@ class ShapesBuilder(procedural.ProceduralBuilder, skip_registration=True):
     """TFDS builder `seg_jax_shapes`; variants in `procedural.VARIANTS`."""
 
     name = "seg_jax_shapes"
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.1.0": "Clutter blobs in background colours (were object colours, too hard to learn on a CPU).",
+                     "1.0.0": "First version."}
     CLASS_NAMES = CLASS_NAMES
     DESCRIPTION = __doc__
     render = staticmethod(render_shapes)
