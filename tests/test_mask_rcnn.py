@@ -172,6 +172,9 @@ def test_config_errors_name_the_option():
         jax.eval_shape(MaskRCNN(**{**SMALL, "anchor_sizes": ((8,),)}).init, KEY, images)
     with pytest.raises(ValueError, match="mask_size=13"):
         jax.eval_shape(MaskRCNN(**{**SMALL, "mask_size": 13}).init, KEY, images)
+    with pytest.raises(KeyError, match="boxes.*batched_instances_to_targets"):
+        detection.detection_train_step(None, {"image": images, "classes": None, "masks": None, "valid": None}, KEY,
+                                       model=MaskRCNN(**SMALL), learning_rate_fn=optax.constant_schedule(0.1))
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

@@ -1,7 +1,8 @@
 """Segmentation models (Flax linen), chosen by name: `create_model("unet", num_classes=21, ...)`.
 
-Every model maps float32 images [B, H, W, 3] to float32 logits [B, H, W, num_classes] for any H, W
-and is used as `model.init(key, x)` / `model.apply(variables, x, train=...)`.
+Every semantic model maps float32 images [B, H, W, 3] to float32 logits [B, H, W, num_classes] for
+any H, W and is used as `model.init(key, x)` / `model.apply(variables, x, train=...)`. `mask_rcnn`
+(`task = "detection"`) returns detections instead; see `seg_jax.models.mask_rcnn`.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from seg_jax.models.unet import UNet
 __all__ = [
     "FCN",
     "MODELS",
+    "MaskRCNN",
     "NORMS",
     "BilinearUpsample",
     "ConvBlock",

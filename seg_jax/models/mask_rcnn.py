@@ -105,7 +105,11 @@ def detect(class_logits: Array, box_deltas: Array, proposals: Array, proposal_va
 
 @MODELS.register("mask_rcnn")
 class MaskRCNN(nn.Module):
-    """Mask R-CNN; see the module docstring for the calls. Defaults are CPU-sized for ~96 px images.
+    """Mask R-CNN; see the module docstring for the calls.
+
+    Defaults are sized for ~96 px images on a CPU (e.g. `shapes`); the paper's values, for ~800 px images, are
+    noted where they differ in kind (its widths are 64..512 for the backbone, 256 for FPN and mask head, 1024 for the
+    box head).
 
     Attributes:
         num_classes: N, including background (class 0).
@@ -115,14 +119,17 @@ class MaskRCNN(nn.Module):
         anchor_sizes: per RPN level, anchor sizes (sqrt of area, pixels); one entry per RPN level.
         aspect_ratios: anchor height / width ratios, shared by all levels.
         rpn_samples, rpn_positive_fraction, rpn_positive_iou, rpn_negative_iou: RPN anchor labelling and sampling.
-        rpn_pre_nms_top_n: anchors kept per level before NMS; rpn_post_nms_top_n: P, proposals per image.
+        rpn_pre_nms_top_n: anchors kept per level before NMS (2000 in the paper; its cost grows fast past ~500
+            candidates over all levels on CPU); rpn_post_nms_top_n: P, proposals per image.
         rpn_nms_iou: NMS IoU threshold of proposals.
-        roi_samples, roi_positive_fraction, roi_foreground_iou: box-head RoI sampling per image; the mask head
-            trains on the int(roi_samples · roi_positive_fraction) foreground slots.
-        roi_canonical_size: box size (pixels) assigned to FPN level 4 (224 in the FPN paper; smaller for small images).
+        roi_samples, roi_positive_fraction, roi_foreground_iou: box-head RoI sampling per image (512, 0.25, 0.5 in
+            the paper); the mask head trains on the int(roi_samples · roi_positive_fraction) foreground slots.
+        roi_canonical_size: box size (pixels) pooled from FPN level 4 (224 in the FPN paper for ImageNet-sized
+            objects; the default 48 is the level-4 anchor size of the default anchors).
         box_pool_size: RoIAlign output of the box head (7 in the paper); box_head_width: its fully connected width.
         mask_size: M, mask resolution (28 in the paper; RoIAlign pools M / 2, the transposed conv doubles it).
-        mask_head_convs, mask_head_width: the mask head's 3×3 convs.
+        mask_head_convs, mask_head_width: the mask head's 3×3 convs (4 × 256 in the paper; they dominate the CPU
+            step time).
         score_threshold, detection_nms_iou, max_detections: inference post-processing; K = max_detections.
         norm, norm_axis_name, dtype: the backbone's normalisation (`seg_jax.models.layers.NORMS`), BatchNorm's
             pmap axis, and the compute dtype (parameters, losses and outputs stay float32).
@@ -140,18 +147,18 @@ class MaskRCNN(nn.Module):
     rpn_positive_fraction: float = 0.5
     rpn_positive_iou: float = 0.7
     rpn_negative_iou: float = 0.3
-    rpn_pre_nms_top_n: int = 300
+    rpn_pre_nms_top_n: int = 150
     rpn_post_nms_top_n: int = 100
     rpn_nms_iou: float = 0.7
-    roi_samples: int = 128
+    roi_samples: int = 64
     roi_positive_fraction: float = 0.25
     roi_foreground_iou: float = 0.5
-    roi_canonical_size: float = 224.0
+    roi_canonical_size: float = 48.0
     box_pool_size: int = 7
     box_head_width: int = 128
     mask_size: int = 28
-    mask_head_convs: int = 4
-    mask_head_width: int = 32
+    mask_head_convs: int = 2
+    mask_head_width: int = 16
     score_threshold: float = 0.05
     detection_nms_iou: float = 0.5
     max_detections: int = 32
@@ -218,24 +225,22 @@ class MaskRCNN(nn.Module):
         gt_boxes, gt_valid = targets["boxes"].astype(jnp.float32), targets["valid"].astype(bool)
         roi_levels, rpn_levels = self._pyramid(images, train=train)
         logits, deltas, anchors, proposals, proposal_valid = self._rpn(rpn_levels, (height, width))
-        rpn_key, roi_key = jax.random.split(key)
-        batch_keys = lambda k: jax.random.split(k, images.shape[0])  # noqa: E731
-
+        rpn_keys, roi_keys = jax.random.split(key, (2, images.shape[0]))  # one key per image and stage
         rpn = jax.vmap(lambda k, b, v: ops.rpn_targets(
             k, anchors, b, v, num_samples=self.rpn_samples, positive_fraction=self.rpn_positive_fraction,
             positive_iou=self.rpn_positive_iou, negative_iou=self.rpn_negative_iou))(
-            batch_keys(rpn_key), gt_boxes, gt_valid)
+            rpn_keys, gt_boxes, gt_valid)
         rois = jax.vmap(lambda k, p, pv, b, c, v: ops.sample_rois(
             k, p, pv, b, c, v, num_samples=self.roi_samples, positive_fraction=self.roi_positive_fraction,
             foreground_iou=self.roi_foreground_iou, background_iou=self.roi_foreground_iou))(
-            batch_keys(roi_key), proposals, proposal_valid, gt_boxes, targets["classes"], gt_valid)
+            roi_keys, proposals, proposal_valid, gt_boxes, targets["classes"], gt_valid)
 
         class_logits, box_deltas = self.box_head(self._pool(roi_levels, rois["rois"], self.box_pool_size))
         # sample_rois puts the foreground first, so the mask head needs only the first num_fg slots.
         num_fg = int(self.roi_samples * self.roi_positive_fraction)
         fg = {k: v[:, :num_fg] for k, v in rois.items()}
         mask_logits = self.mask_head(self._pool(roi_levels, fg["rois"], self.mask_size // 2))
-        mask_goal = jax.vmap(lambda m, r, g: ops.mask_targets(m, r, g, mask_size=self.mask_size))(
+        mask_truth = jax.vmap(lambda m, r, g: ops.mask_targets(m, r, g, mask_size=self.mask_size))(
             targets["masks"], fg["rois"], fg["matched_gt"])
         return {
             "rpn_objectness": losses.rpn_objectness_loss(logits, rpn["objectness"], weights=rpn["weights"],
@@ -245,7 +250,7 @@ class MaskRCNN(nn.Module):
             "class": losses.class_loss(class_logits, rois["classes"], weights=rois["weights"], axis_name=axis_name),
             "box": losses.box_regression_loss(box_deltas, rois["box_targets"], rois["classes"],
                                               weights=rois["weights"], axis_name=axis_name),
-            "mask": losses.mask_loss(mask_logits, mask_goal, fg["classes"], weights=fg["weights"],
+            "mask": losses.mask_loss(mask_logits, mask_truth, fg["classes"], weights=fg["weights"],
                                      axis_name=axis_name),
         }
 

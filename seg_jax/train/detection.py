@@ -39,6 +39,10 @@ def detection_train_step(state: TrainState, batch: dict[str, jax.Array], rng: ja
       The new state and metrics averaged over devices: ``loss`` (the weighted sum), ``loss/<term>`` for the five
       terms (each normalised over the global batch), ``learning_rate``, ``grad_norm``.
     """
+    missing = [key for key in ("image", *TARGET_KEYS) if key not in batch]
+    if missing:
+        raise KeyError(f"detection_train_step: the batch lacks {missing}; add the ground truth of "
+                       "seg_jax.data.detection.batched_instances_to_targets(batch['instances'], batch['label'], ...)")
     weights = dict(loss_weights or {})
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(axis_name))
     targets = {key: batch[key] for key in TARGET_KEYS}
@@ -176,14 +180,14 @@ class DetectionEvaluator:
 
     def result(self) -> dict[str, float]:
         """The metrics of the class docstring (NaN APs before any image with an instance)."""
-        im = self._images
+        images = self._images
         mask_ap = metrics.coco_mask_ap(
-            [i["pred_map"] for i in im], [i["scores"] for i in im], [i["true_map"] for i in im],
-            pred_classes=[np.concatenate([[0], i["classes"]]) for i in im],
-            true_classes=[np.concatenate([[0], i["true_classes"]]) for i in im])
-        box_ap = coco_box_ap([i["boxes"] for i in im], [i["scores"][i["valid"]] for i in im],
-                             [i["classes"][i["valid"]] for i in im], [i["true_boxes"] for i in im],
-                             [i["true_classes"] for i in im])
-        dsb = [metrics.dsb_score(i["pred_map"], i["true_map"]) for i in im]
+            [i["pred_map"] for i in images], [i["scores"] for i in images], [i["true_map"] for i in images],
+            pred_classes=[np.concatenate([[0], i["classes"]]) for i in images],
+            true_classes=[np.concatenate([[0], i["true_classes"]]) for i in images])
+        box_ap = coco_box_ap([i["boxes"] for i in images], [i["scores"][i["valid"]] for i in images],
+                             [i["classes"][i["valid"]] for i in images], [i["true_boxes"] for i in images],
+                             [i["true_classes"] for i in images])
+        dsb = [metrics.dsb_score(i["pred_map"], i["true_map"]) for i in images]
         return {**{f"mask_{k}": v for k, v in mask_ap.items()}, **{f"box_{k}": v for k, v in box_ap.items()},
-                "dsb": float(np.mean(dsb)) if dsb else float("nan"), "num_images": len(im)}
+                "dsb": float(np.mean(dsb)) if dsb else float("nan"), "num_images": len(images)}
