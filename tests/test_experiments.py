@@ -22,14 +22,19 @@ def test_config_builds(name, arg):
     assert importlib.import_module(f"experiments.{name}").__doc__.lstrip().startswith("python launch.py")
     num_classes = len(data.class_names(config.data))
     exp = build_experiment(config, num_classes=num_classes)
-    assert set(config.loss) <= set(LOSSES.names())
+    if exp.task == "semantic":
+        assert set(config.loss) <= set(LOSSES.names())
     assert config.get("class_weights") in (None, "inverse_frequency", "median_frequency")
     assert config.train.batch_size % config.eval.batch_size == 0 or config.eval.batch_size > 0
     h, w = config.data.crop_size
     variables = jax.eval_shape(lambda: exp.init_model.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3)),
                                                            train=False))
     out = jax.eval_shape(lambda v: exp.init_model.apply(v, jnp.zeros((2, h, w, 3)), train=False), variables)
-    assert out.shape == (2, h, w, num_classes)
+    if exp.task == "detection":
+        k = config.model.get("max_detections", exp.init_model.max_detections)
+        assert out["masks"].shape == (2, k, h, w) and out["boxes"].shape == (2, k, 4)
+    else:
+        assert out.shape == (2, h, w, num_classes)
     assert float(exp.learning_rate_fn(config.train.steps // 2)) > 0
 
 

@@ -130,3 +130,17 @@ def test_short_training_on_shapes_learns(make_config, tmp_path):
     record = train.train_and_evaluate(config, tmp_path / "learn")
     assert record["mean_iou"] >= 0.22, record["iou"]
     assert record["iou"]["disc"] >= 0.3 and record["iou"]["background"] >= 0.85, record["iou"]
+
+
+def test_mask_rcnn_trains_and_evaluates_in_the_same_loop(make_config, tmp_path):
+    config = make_config("mask_rcnn", "shapes,tiny")
+    config.train.steps = 2
+    record = train.train_and_evaluate(config, tmp_path / "mrcnn")
+    assert record["num_images"] == data.prepare(config.data).split_sizes["validation"]
+    for key in ("mask_AP", "mask_AP50", "box_AP", "dsb"):
+        assert 0.0 <= record[key] <= 1.0, key
+    lines = [json.loads(x) for x in (tmp_path / "mrcnn" / "metrics.jsonl").read_text().splitlines()]
+    train_terms = {k for x in lines if x["split"] == "train" for k in x}
+    assert {"loss/rpn_objectness", "loss/rpn_box", "loss/class", "loss/box", "loss/mask"} <= train_terms
+    assert list((tmp_path / "mrcnn" / "pictures").glob("validation_instances_step2.png"))
+    assert "mask_AP" in (tmp_path / "mrcnn" / "results.md").read_text()

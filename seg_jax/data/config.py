@@ -49,6 +49,8 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
         folder: the `folder` dataset's sources (images, labels, instances dirs, num_classes,
             class_names, val_fraction, seed), converted into data_dir on first use.
         cityscapes_manual_dir: directory holding the Cityscapes zips (manual download).
+        max_instances: detection models (Mask R-CNN): ground-truth instances per image after
+            augmentation, padded to this fixed number; the largest are kept when there are more.
 
     Raises:
         KeyError: unknown `name`; the message lists the valid ones.
@@ -84,6 +86,7 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
         seed=0,
     ))
     cfg.cityscapes_manual_dir = config_dict.placeholder(str)
+    cfg.max_instances = 16
     for key, value in spec.defaults.items():
         cfg[key] = value
     return cfg

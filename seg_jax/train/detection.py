@@ -137,6 +137,15 @@ def coco_box_ap(pred_boxes: Sequence[np.ndarray], pred_scores: Sequence[np.ndarr
     return {"AP": mean(precision), "AP50": mean(precision[0]), "AP75": mean(precision[5])}
 
 
+DETECTION_DEFINITIONS = {
+    "mask_AP": "COCO mask AP@[.5:.95] (pycocotools), class-aware; detection masks thresholded at 0.5 and made "
+               "disjoint by score; mask_AP50 / mask_AP75 at IoU 0.5 / 0.75",
+    "box_AP": "COCO box AP@[.5:.95] (pycocotools), class-aware",
+    "dsb": "mean over images of the DSB-2018 score of the class-agnostic instance maps",
+    "truth": "every instance of the maps with a foreground class",
+}
+
+
 class DetectionEvaluator:
     """Accumulates Mask R-CNN detections against ground-truth instance maps, batch by batch.
 

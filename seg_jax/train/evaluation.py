@@ -9,14 +9,16 @@ import ml_collections
 import numpy as np
 
 from seg_jax import data, metrics, postprocess, visualize
-from seg_jax.train import steps
+from seg_jax.train import detection, steps
 from seg_jax.train.state import TrainState, unreplicate_to_host
 
 _SUMMED = ("confusion", "per_image_iou_sum", "per_image_count", "boundary_correct", "boundary_total")
 
 
-def make_eval_fn(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> Callable:
-    """The pmapped eval step for `config.eval` (boundary width, optional dense CRF)."""
+def make_eval_fn(config: ml_collections.ConfigDict, info: data.DatasetInfo, *, task: str = "semantic") -> Callable:
+    """The pmapped eval step for `config.eval` (boundary width, optional dense CRF), or detection's predict step."""
+    if task == "detection":
+        return detection.pmapped_detection_predict_step()
     crf_fn = None
     crf_cfg = config.eval.get("crf", None)
     if crf_cfg is not None and crf_cfg.enabled:
@@ -97,13 +99,16 @@ def evaluate_split(
     info: data.DatasetInfo,
     split: str,
     eval_fn: Callable,
+    task: str = "semantic",
 ) -> tuple[dict, dict]:
-    """Evaluates a replicated state on every example of `split` exactly once.
+    """Evaluates a replicated state on every example of `split` exactly once (`make_eval_fn`'s step).
 
     Returns the record (`metrics.summarize` plus per-image mIoU, boundary accuracy, `split`, a `crf`
     sub-record when the CRF is on, an `instances` sub-record when instance evaluation is on) and this
     process's first batch as numpy (images, labels, predictions, probabilities) for pictures.
     """
+    if task == "detection":
+        return _evaluate_detection(state, config=config, info=info, split=split, predict_fn=eval_fn)
     prefixes = [""]
     sums: dict[str, np.ndarray] = {}
     first = None
@@ -137,9 +142,28 @@ def evaluate_split(
     return record, first
 
 
+def _evaluate_detection(state, *, config, info, split, predict_fn) -> tuple[dict, dict]:
+    """Mask R-CNN: COCO mask and box AP and the DSB score over every example of `split`."""
+    evaluator = detection.DetectionEvaluator(ignore_index=info.ignore_index)
+    first = None
+    for batch in data.eval_batches(config.data, split=split, global_batch_size=config.eval.batch_size,
+                                   num_local_devices=jax.local_device_count(), process_index=jax.process_index(),
+                                   process_count=jax.process_count()):
+        out = jax.device_get(predict_fn(state, {"image": batch["image"]}))
+        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in {**out, **batch}.items()}
+        evaluator.add({k: flat[k] for k in out}, instances=flat["instances"], labels=flat["label"],
+                      example_mask=flat["mask"])
+        if first is None:
+            keep = flat["mask"] > 0
+            pred = [detection.detections_to_instances(m, v) for m, v in zip(flat["masks"][keep], flat["valid"][keep])]
+            first = {"image": flat["image"], "mask": flat["mask"],
+                     "instance_pairs": list(zip(flat["instances"][keep], pred))}
+    return {**evaluator.result(), "split": split, "definition": dict(detection.DETECTION_DEFINITIONS)}, first
+
+
 def pictures(first: dict, *, config: ml_collections.ConfigDict, info: data.DatasetInfo) -> dict[str, np.ndarray]:
     """uint8 picture grids by name: "predictions", and "instances" when instances were evaluated."""
-    out = {"predictions": prediction_picture(first, config=config, info=info)}
+    out = {"predictions": prediction_picture(first, config=config, info=info)} if "prediction" in first else {}
     if first.get("instance_pairs"):
         keep = first["mask"] > 0
         n = int(config.eval.num_pictures)

@@ -21,9 +21,10 @@ from seg_jax.train.steps import AXIS
 class Experiment:
     init_model: nn.Module    # BatchNorm without a device axis, for `init` outside pmap
     apply_model: nn.Module   # BatchNorm synchronised over the pmapped "batch" axis
-    loss_fn: Callable
+    loss_fn: Callable | None  # semantic models: the combined pixel loss; detection: None
     learning_rate_fn: optax.Schedule
     tx: optax.GradientTransformation
+    task: str = "semantic"   # or "detection" (Mask R-CNN: config.loss weights its five terms)
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict:
@@ -39,12 +40,20 @@ def build_experiment(config: ml_collections.ConfigDict, *, num_classes: int) -> 
     apply_model = models.create_model(config.model.name, num_classes=num_classes, norm_axis_name=AXIS, **kwargs)
     schedule = optim.make_schedule(config.schedule, base_lr=config.optimizer.learning_rate,
                                    total_steps=config.train.steps)
+    task = getattr(models.MODELS.get(config.model.name), "task", "semantic")
+    if task == "detection":
+        from seg_jax.models.mask_rcnn import LOSS_TERMS
+        unknown = sorted(set(config.loss) - set(LOSS_TERMS))
+        if unknown:
+            raise KeyError(f"unknown Mask R-CNN loss term(s) {unknown} in config.loss; valid names: "
+                           f"{', '.join(LOSS_TERMS)}")
     return Experiment(
         init_model=init_model,
         apply_model=apply_model,
-        loss_fn=losses.make_loss_fn(config.loss.to_dict()),
+        loss_fn=losses.make_loss_fn(config.loss.to_dict()) if task == "semantic" else None,
         learning_rate_fn=schedule,
         tx=optim.make_optimizer(config.optimizer, schedule),
+        task=task,
     )
 
 

@@ -15,7 +15,8 @@ from flax import jax_utils
 from PIL import Image
 
 from seg_jax import data
-from seg_jax.train import steps, workdir as wd
+from seg_jax.data.detection import batched_instances_to_targets
+from seg_jax.train import detection, steps, workdir as wd
 from seg_jax.train.checkpoints import Checkpoints
 from seg_jax.train.evaluation import evaluate_split, make_eval_fn, pictures
 from seg_jax.train.experiment import build_experiment, class_weights_for
@@ -46,9 +47,14 @@ def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path):
 
 
 def _log_eval(writer: MetricWriter, step: int, record: dict, grids: dict[str, np.ndarray], workdir: pathlib.Path):
-    logging.info("eval %s step %d: mIoU %.4f (per-image %.4f), pixel acc %.4f, boundary acc %.4f; IoU %s",
-                 record["split"], step, record["mean_iou"], record["per_image_mean_iou"], record["pixel_accuracy"],
-                 record["boundary_accuracy"], ", ".join(f"{k} {v:.3f}" for k, v in record["iou"].items()))
+    if "mask_AP" in record:
+        logging.info("eval %s step %d: mask AP %.4f (AP50 %.4f), box AP %.4f, DSB %.4f", record["split"], step,
+                     record["mask_AP"], record["mask_AP50"], record["box_AP"], record["dsb"])
+    else:
+        logging.info("eval %s step %d: mIoU %.4f (per-image %.4f), pixel acc %.4f, boundary acc %.4f; IoU %s",
+                     record["split"], step, record["mean_iou"], record["per_image_mean_iou"],
+                     record["pixel_accuracy"], record["boundary_accuracy"],
+                     ", ".join(f"{k} {v:.3f}" for k, v in record["iou"].items()))
     if "crf" in record:
         logging.info("  with dense CRF: mIoU %.4f, boundary acc %.4f", record["crf"]["mean_iou"],
                      record["crf"]["boundary_accuracy"])
@@ -107,11 +113,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     class_weights = class_weights_for(config)
     if class_weights is not None:
         logging.info("class weights (%s): %s", config.class_weights, np.round(class_weights, 4).tolist())
-    train_fn = steps.pmapped_train_step(
-        loss_fn=exp.loss_fn, learning_rate_fn=exp.learning_rate_fn,
-        class_weights=None if class_weights is None else jnp.asarray(class_weights),
-        ignore_index=info.ignore_index)
-    eval_fn = make_eval_fn(config, info)
+    if exp.task == "detection":
+        train_fn = detection.pmapped_detection_train_step(
+            model=exp.apply_model, learning_rate_fn=exp.learning_rate_fn, loss_weights=config.loss.to_dict())
+    else:
+        train_fn = steps.pmapped_train_step(
+            loss_fn=exp.loss_fn, learning_rate_fn=exp.learning_rate_fn,
+            class_weights=None if class_weights is None else jnp.asarray(class_weights),
+            ignore_index=info.ignore_index)
+    eval_fn = make_eval_fn(config, info, task=exp.task)
     batches: Iterator[dict] = data.train_batches(
         config.data, global_batch_size=config.train.batch_size, seed=config.seed, start_step=start,
         num_local_devices=jax.local_device_count(), process_index=jax.process_index(),
@@ -122,10 +132,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     try:
         record = _train_steps(rstate, range(start + 1, total + 1), batches=batches, train_fn=train_fn,
                               eval_fn=eval_fn, rng=rng, best=best, config=config, info=info, ckpts=ckpts,
-                              writer=writer, workdir=workdir, last_good=start)
+                              writer=writer, workdir=workdir, last_good=start, task=exp.task)
         if record is None:  # resumed at the end: evaluate what was restored
             record, _ = evaluate_split(rstate, config=config, info=info, split=config.data.eval_split,
-                                       eval_fn=eval_fn)
+                                       eval_fn=eval_fn, task=exp.task)
     finally:  # also on errors: let the last good checkpoint finish writing
         ckpts.wait()
         ckpts.close()
@@ -135,8 +145,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     return record
 
 
+def _step_inputs(batch: dict, *, config: ml_collections.ConfigDict, info: data.DatasetInfo, task: str) -> dict:
+    """What the train step of `task` reads: pixels maps, or boxes/classes/masks from the augmented instances."""
+    if task == "detection":
+        targets = batched_instances_to_targets(batch["instances"], batch["label"], ignore_index=info.ignore_index,
+                                               max_instances=int(config.data.max_instances))
+        return {"image": batch["image"], **targets}
+    return {k: batch[k] for k in ("image", "label", "weights")}
+
+
 def _train_steps(rstate, steps_range, *, batches, train_fn, eval_fn, rng, best, config, info, ckpts, writer,
-                 workdir, last_good) -> dict | None:
+                 workdir, last_good, task) -> dict | None:
     """Runs the steps of `steps_range`, evaluating and saving when due; returns the last eval record."""
     total = int(config.train.steps)
     is_main = jax.process_index() == 0
@@ -146,7 +165,7 @@ def _train_steps(rstate, steps_range, *, batches, train_fn, eval_fn, rng, best, 
         batch = next(batches)
         check_labels(batch["label"], num_classes=info.num_classes, ignore_index=info.ignore_index,
                      where=f"training batch of step {step} ({config.data.name})")
-        rstate, m = train_fn(rstate, {k: batch[k] for k in ("image", "label", "weights")}, rng)
+        rstate, m = train_fn(rstate, _step_inputs(batch, config=config, info=info, task=task), rng)
         pending.append((step, m))
         eval_now = _due(step, config.train.eval_every, total)
         save_now = _due(step, config.train.checkpoint_every, total)
@@ -155,7 +174,7 @@ def _train_steps(rstate, steps_range, *, batches, train_fn, eval_fn, rng, best, 
         is_best = False
         if eval_now:
             record, first = evaluate_split(rstate, config=config, info=info, split=config.data.eval_split,
-                                           eval_fn=eval_fn)
+                                           eval_fn=eval_fn, task=task)
             grids = pictures(first, config=config, info=info) if is_main else {}
             _log_eval(writer, step, record, grids, workdir)
             value = record[config.train.best_metric]
@@ -189,9 +208,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, 
     state, _ = ckpts.restore(state, which=which)
     step = int(state.step)
     split = split or config.data.eval_split
-    eval_fn = make_eval_fn(config, info)
+    eval_fn = make_eval_fn(config, info, task=exp.task)
     record, first = evaluate_split(jax_utils.replicate(state), config=config, info=info, split=split,
-                                   eval_fn=eval_fn)
+                                   eval_fn=eval_fn, task=exp.task)
     record["checkpoint"] = f"{which} step {step}"
     if jax.process_index() == 0:
         base = wd.unique_path(workdir / "eval" / f"{split}_{which}_step{step}.json")

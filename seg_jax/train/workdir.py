@@ -75,12 +75,16 @@ def unique_path(path: pathlib.Path) -> pathlib.Path:
 def results_table(record: dict, *, title: str) -> str:
     """Markdown table of an evaluation record: headline metrics, then per-class IoU and Dice."""
     lines = [f"## {title}", "", "| metric | value |", "| --- | --- |"]
-    for key in ("mean_iou", "per_image_mean_iou", "pixel_accuracy", "mean_dice", "num_images"):
-        if key in record:
-            value = record[key]
+    for key, value in record.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             lines.append(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |")
-    lines += ["", "| class | IoU | Dice |", "| --- | --- | --- |"]
-    for name, iou in record["iou"].items():
-        lines.append(f"| {name} | {iou:.4f} | {record['dice'][name]:.4f} |")
+    if "iou" in record:
+        lines += ["", "| class | IoU | Dice |", "| --- | --- | --- |"]
+        for name, iou in record["iou"].items():
+            lines.append(f"| {name} | {iou:.4f} | {record['dice'][name]:.4f} |")
+    for name in ("crf", "instances"):
+        if name in record:
+            lines += ["", f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in record[name].items()
+                                                 if isinstance(v, float))]
     lines += ["", "Definitions:", ""] + [f"- {k}: {v}" for k, v in record["definition"].items()]
     return "\n".join(lines) + "\n"

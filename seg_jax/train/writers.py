@@ -67,8 +67,9 @@ class MetricWriter:
         elapsed = time.time() - self._t0
         rate = (step - self._s0) / elapsed if elapsed > 0 else float("nan")
         eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
-        logging.info("step %d/%d  loss %.4f  pixel_acc %.3f  lr %.2e  %.2f steps/s  ETA %s", step,
-                     self.total_steps, record["loss"], record["pixel_accuracy"], record["learning_rate"], rate,
+        extra = f"  pixel_acc {record['pixel_accuracy']:.3f}" if "pixel_accuracy" in record else ""
+        logging.info("step %d/%d  loss %.4f%s  lr %.2e  %.2f steps/s  ETA %s", step, self.total_steps,
+                     record["loss"], extra, record["learning_rate"], rate,
                      time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?")
 
     def image(self, step: int, name: str, image: np.ndarray) -> None:
