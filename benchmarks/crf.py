@@ -10,7 +10,7 @@ upsampled bilinearly. Prints one JSON line per measurement and a summary table. 
 whose argmax label agrees with pydensecrf's and with the exact dense CRF's (computed when the image has at most
 --exact_max_pixels pixels), and the accuracy against the synthetic labels. Peak memory is XLA's
 `memory_analysis()` of the compiled function (arguments + outputs + temporaries), which works on CPU and GPU; on a
-GPU the device's own `peak_bytes_in_use` is reported too. The reference needs `pip install pydensecrf2`
+GPU the device's `peak_bytes_in_use` is reported too (the process's running peak, so it never goes down). The reference needs `pip install pydensecrf2`
 (a benchmark-only dependency).
 """
 from __future__ import annotations

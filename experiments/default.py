@@ -6,6 +6,7 @@ dataset, sized to train in a few minutes on 2 CPU cores. `:tiny` shrinks everyth
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 from seg_jax import data
 
@@ -47,8 +48,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # Dense CRF on the predictions, reported beside the plain ones (pydensecrf's parameter names).
         "crf": {"enabled": False, "iterations": 5, "gaussian_sxy": 3.0, "gaussian_compat": 3.0,
                 "bilateral_sxy": 80.0, "bilateral_srgb": 13.0, "bilateral_compat": 10.0, "method": "grid",
-                "downsample": 4},
+                "downsample": config_dict.placeholder(int), "modes": 16},
     })
+    # CRF-as-RNN: train through a dense CRF with learnable Potts weights on top of the model.
+    config.crf_layer = ml_collections.ConfigDict({
+        "enabled": False, "iterations": 5, "gaussian_sxy": 3.0, "bilateral_sxy": 80.0, "bilateral_srgb": 13.0,
+        "gaussian_compat_init": 3.0, "bilateral_compat_init": 10.0, "method": "grid",
+        "downsample": config_dict.placeholder(int), "modes": 16})
     return apply_arg(config, arg)
 
 

@@ -113,7 +113,7 @@ def test_crf_raises_accuracy_near_edges(method):
     refined = np.asarray(crf(method=method, downsample=4, modes=4, **params)(logits, image))[0]
     before = np.mean(logits[0].argmax(-1)[near_edge] == labels[near_edge])
     after = np.mean(refined.argmax(-1)[near_edge] == labels[near_edge])
-    assert before < 0.85 and after > before + 0.1, (before, after)
+    assert before < 0.9 and after > 0.97, (before, after)
 
 
 def test_batch_of_two_equals_two_single_calls():
@@ -152,8 +152,10 @@ def test_crf_layer_gradients_are_finite_and_match_finite_differences():
 
 def test_post_processing_blocks_gradients_and_differentiable_passes_them():
     logits, image = random_case(6)
-    grad = {flag: jax.grad(lambda z, flag=flag: dense_crf(z, image, differentiable=flag, downsample=2,
-                                                           **SMALL)[..., 0].sum())(logits) for flag in (False, True)}
+    def first_class_mass(z, flag):
+        return dense_crf(z, image, iterations=2, downsample=2, differentiable=flag, **SMALL)[..., 0].sum()
+
+    grad = {flag: jax.jit(jax.grad(first_class_mass), static_argnums=1)(logits, flag) for flag in (False, True)}
     assert np.all(np.asarray(grad[False]) == 0)
     assert np.isfinite(np.asarray(grad[True])).all() and np.abs(np.asarray(grad[True])).max() > 1e-3
 
@@ -174,9 +176,10 @@ def test_exact_agrees_with_pydensecrf():
     model.addPairwiseBilateral(sxy=params["bilateral_sxy"], srgb=params["bilateral_srgb"],
                                rgbim=np.ascontiguousarray(image[0]), compat=params["bilateral_compat"])
     theirs = np.asarray(model.inference(5)).T.reshape(height, width, classes)
-    # pydensecrf filters on a permutohedral lattice, an approximation: compare labels and, loosely, Q.
-    assert np.mean(ours.argmax(-1) == theirs.argmax(-1)) > 0.97
-    assert np.abs(ours - theirs).mean() < 0.05
+    # pydensecrf filters on a permutohedral lattice, an approximation: compare labels, and Q with a tolerance.
+    assert np.mean(ours.argmax(-1) == theirs.argmax(-1)) > 0.99
+    assert np.abs(ours - theirs).mean() < 1e-3
+    assert np.mean(logits[0].argmax(-1) == theirs.argmax(-1)) < 0.95  # the CRF did move labels
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -144,3 +144,17 @@ def test_mask_rcnn_trains_and_evaluates_in_the_same_loop(make_config, tmp_path):
     assert {"loss/rpn_objectness", "loss/rpn_box", "loss/class", "loss/box", "loss/mask"} <= train_terms
     assert list((tmp_path / "mrcnn" / "pictures").glob("validation_instances_step2.png"))
     assert "mask_AP" in (tmp_path / "mrcnn" / "results.md").read_text()
+
+
+def test_crf_layer_trains_its_potts_weights(make_config, tmp_path):
+    config = make_config()
+    config.crf_layer.enabled = True
+    config.crf_layer.iterations = 2
+    config.train.steps = 2
+    train.train_and_evaluate(config, tmp_path / "crf")
+    step, _ = _params(tmp_path / "crf")
+    mngr = ocp.CheckpointManager(tmp_path / "crf" / "checkpoints")
+    params = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]["params"]
+    mngr.close()
+    compat = float(np.asarray(params["crf"]["bilateral_compat"]))
+    assert np.isfinite(compat) and compat != 10.0  # learnt from its initial value

@@ -38,6 +38,13 @@ def build_experiment(config: ml_collections.ConfigDict, *, num_classes: int) -> 
     kwargs = model_kwargs(config)
     init_model = models.create_model(config.model.name, num_classes=num_classes, **kwargs)
     apply_model = models.create_model(config.model.name, num_classes=num_classes, norm_axis_name=AXIS, **kwargs)
+    crf_cfg = config.get("crf_layer", None)
+    if crf_cfg is not None and crf_cfg.enabled:  # CRF-as-RNN: a trainable dense CRF on the logits
+        from seg_jax.models.crf_head import WithCRF
+        from seg_jax.postprocess.crf import CRFLayer
+        crf = CRFLayer(**{k: v for k, v in crf_cfg.to_dict().items() if k != "enabled"})
+        wrap = lambda m: WithCRF(backbone=m, crf=crf, mean=tuple(config.data.mean), std=tuple(config.data.std))
+        init_model, apply_model = wrap(init_model), wrap(apply_model)
     schedule = optim.make_schedule(config.schedule, base_lr=config.optimizer.learning_rate,
                                    total_steps=config.train.steps)
     task = getattr(models.MODELS.get(config.model.name), "task", "semantic")
