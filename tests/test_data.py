@@ -13,6 +13,7 @@ from skimage.filters import threshold_otsu
 
 from seg_jax import data
 from seg_jax.data import folder, folder_dataset, nuclei, public, shapes
+from seg_jax.data.datasets import load_builder
 
 
 def tiny_config(name: str, data_dir) -> object:
@@ -277,7 +278,7 @@ def test_class_pixel_counts_match_numpy_and_are_cached(shapes_cfg):
     np.testing.assert_array_equal(counts, expected)
     assert counts.dtype == np.int64
     # The second call reads the JSON cache beside the TFDS files (tampered here to prove it).
-    directory = os.path.join(shapes_cfg.data_dir, "seg_jax_shapes", "tiny", "1.0.0")
+    directory = str(load_builder(shapes_cfg).data_dir)
     path = os.path.join(directory, "class_pixel_counts.train.json")
     with open(path) as f:
         cached = json.load(f)
