@@ -28,7 +28,6 @@ def main(argv):
     config.train.steps = 3
     config.train.eval_every = 3
     record = train.train_and_evaluate(config, workdir)
-    from seg_jax.train import checkpoints
     import orbax.checkpoint as ocp
     mngr = ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints")
     restored = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))

@@ -5,6 +5,7 @@ from seg_jax.metrics.instance import (
     INSTANCE_DEFINITIONS,
     InstanceEvaluator,
     aggregated_jaccard_index,
+    coco_ap,
     coco_mask_ap,
     dsb_score,
     panoptic_quality,
@@ -21,7 +22,7 @@ from seg_jax.metrics.semantic import (
 )
 
 __all__ = [
-    "INSTANCE_DEFINITIONS", "InstanceEvaluator", "aggregated_jaccard_index", "coco_mask_ap", "dsb_score",
+    "INSTANCE_DEFINITIONS", "InstanceEvaluator", "aggregated_jaccard_index", "coco_ap", "coco_mask_ap", "dsb_score",
     "panoptic_quality",
     "DEFINITIONS", "batched_confusion_matrix", "confusion_matrix", "dice_per_class", "iou_per_class",
     "mean_iou", "pixel_accuracy", "summarize",

@@ -177,6 +177,33 @@ def _mean_precision(precision: np.ndarray) -> float:
     return float(defined.mean()) if defined.size else float("nan")
 
 
+def coco_ap(images: list[dict], truths: list[dict], detections: list[dict], *, iou_type: str,
+            max_detections: int) -> dict[str, float]:
+    """{"AP", "AP50", "AP75"} of COCO-format annotations by pycocotools' COCOeval (`iou_type` "segm" or "bbox").
+
+    All object sizes, at `max_detections` per image; NaN without any true object, 0 without any detection.
+    """
+    if not truths:
+        return {"AP": float("nan"), "AP50": float("nan"), "AP75": float("nan")}
+    if not detections:  # (COCO.loadRes cannot take an empty list)
+        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        ground_truth = COCO()
+        ground_truth.dataset = {"images": images, "annotations": truths,
+                                "categories": [{"id": c} for c in sorted({t["category_id"] for t in truths})]}
+        ground_truth.createIndex()
+        evaluation = COCOeval(ground_truth, ground_truth.loadRes(detections), iouType=iou_type)
+        # (COCO's [1, 10, 100] with 100 replaced; pycocotools sorts the list, so max_detections must be last.)
+        evaluation.params.maxDets = [m for m in (1, 10) if m < max_detections] + [max_detections]
+        evaluation.evaluate()
+        evaluation.accumulate()
+    # summarize() would read AP at a hard-coded 100 detections; index the same array it reads instead:
+    # precision is [IoU threshold (.5:.05:.95), recall, class, area range (0 = all), max detections].
+    precision = evaluation.eval["precision"][..., 0, -1]
+    return {"AP": _mean_precision(precision), "AP50": _mean_precision(precision[0]),
+            "AP75": _mean_precision(precision[5])}
+
+
 def coco_mask_ap(
     pred_instances: Sequence[np.ndarray],
     pred_scores: Sequence[np.ndarray],
@@ -224,25 +251,7 @@ def coco_mask_ap(
                 "image_id": image_id, "segmentation": rle, "score": float(scores[k - 1]),
                 "category_id": int(pred_classes[index][k]) if pred_classes is not None else 1,
             })
-    if not truths:
-        return {"AP": float("nan"), "AP50": float("nan"), "AP75": float("nan")}
-    if not detections:  # (COCO.loadRes cannot take an empty list)
-        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        ground_truth = COCO()
-        ground_truth.dataset = {"images": images, "annotations": truths,
-                                "categories": [{"id": c} for c in sorted({t["category_id"] for t in truths})]}
-        ground_truth.createIndex()
-        evaluation = COCOeval(ground_truth, ground_truth.loadRes(detections), iouType="segm")
-        # (COCO's [1, 10, 100] with 100 replaced; pycocotools sorts the list, so max_detections must be last.)
-        evaluation.params.maxDets = [m for m in (1, 10) if m < max_detections] + [max_detections]
-        evaluation.evaluate()
-        evaluation.accumulate()
-    # summarize() would read AP at a hard-coded 100 detections; index the same array it reads instead:
-    # precision is [IoU threshold (.5:.05:.95), recall, class, area range (0 = all), max detections].
-    precision = evaluation.eval["precision"][..., 0, -1]
-    return {"AP": _mean_precision(precision), "AP50": _mean_precision(precision[0]),
-            "AP75": _mean_precision(precision[5])}
+    return coco_ap(images, truths, detections, iou_type="segm", max_detections=max_detections)
 
 
 class InstanceEvaluator:

@@ -6,17 +6,13 @@ float32 ``[b, G, 4]``, ``classes`` int32 ``[b, G]``, ``masks`` uint8 ``[b, G, h,
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 from typing import Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import numpy as np
 import optax
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from seg_jax import metrics
 from seg_jax.data.detection import TARGET_KEYS, instances_to_targets
@@ -115,26 +111,7 @@ def coco_box_ap(pred_boxes: Sequence[np.ndarray], pred_scores: Sequence[np.ndarr
             area = float((box[2] - box[0]) * (box[3] - box[1]))
             truths.append(annotation(box, category, index + 1, id=len(truths) + 1, area=area, iscrowd=0))
         detections += [annotation(b, c, index + 1, score=float(s)) for b, s, c in zip(boxes, scores, classes)]
-    if not truths:
-        return {"AP": float("nan"), "AP50": float("nan"), "AP75": float("nan")}
-    if not detections:
-        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        ground_truth = COCO()
-        ground_truth.dataset = {"images": images, "annotations": truths,
-                                "categories": [{"id": c} for c in sorted({t["category_id"] for t in truths})]}
-        ground_truth.createIndex()
-        evaluation = COCOeval(ground_truth, ground_truth.loadRes(detections), iouType="bbox")
-        evaluation.params.maxDets = [m for m in (1, 10) if m < max_detections] + [max_detections]
-        evaluation.evaluate()
-        evaluation.accumulate()
-    precision = evaluation.eval["precision"][..., 0, -1]  # [IoU threshold, recall, class], all areas, max dets
-
-    def mean(p: np.ndarray) -> float:
-        defined = p[p > -1]  # -1 marks undefined entries (COCOeval.summarize's rule)
-        return float(defined.mean()) if defined.size else float("nan")
-
-    return {"AP": mean(precision), "AP50": mean(precision[0]), "AP75": mean(precision[5])}
+    return metrics.coco_ap(images, truths, detections, iou_type="bbox", max_detections=max_detections)
 
 
 DETECTION_DEFINITIONS = {
