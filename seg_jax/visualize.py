@@ -41,3 +41,18 @@ def grid(rows: list[list[np.ndarray]], *, gap: int = 2) -> np.ndarray:
         for j, panel in enumerate(row):
             out[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = panel[:h, :w]
     return out
+
+
+def draw_boxes(panel: np.ndarray, boxes: np.ndarray, classes: np.ndarray, *, num_classes: int) -> np.ndarray:
+    """Copy of uint8 `[H, W, 3]` `panel` with 1-px outlines of `boxes` `[K, 4]` (x1, y1, x2, y2 pixels) in the
+    colour of each box's class (`palette`, so a box matches its class's colour in the label pictures)."""
+    out = panel.copy()
+    h, w = out.shape[:2]
+    colours = palette(max(num_classes, 1))
+    for (x1, y1, x2, y2), c in zip(np.asarray(boxes), np.asarray(classes)):
+        x1, x2 = int(np.clip(np.floor(x1), 0, w - 1)), int(np.clip(np.ceil(x2) - 1, 0, w - 1))
+        y1, y2 = int(np.clip(np.floor(y1), 0, h - 1)), int(np.clip(np.ceil(y2) - 1, 0, h - 1))
+        colour = colours[int(c) % len(colours)]
+        out[y1, x1:x2 + 1] = out[y2, x1:x2 + 1] = colour
+        out[y1:y2 + 1, x1] = out[y1:y2 + 1, x2] = colour
+    return out

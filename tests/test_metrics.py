@@ -47,3 +47,15 @@ def test_per_image_differs_from_dataset_level():
     np.testing.assert_allclose(record["mean_iou"], (149 / 150 + 50 / 51) / 2, rtol=1e-6)
     np.testing.assert_allclose([record["iou"]["fg"], record["per_image_mean_iou"]], [50 / 51, (0.495 + 1.0) / 2], rtol=1e-6)
     assert "confusion matrix" in record["definition"]["mean_iou"] and record["definition"]["ignore_index"] == 255
+
+
+def test_draw_boxes_outlines_in_class_colour():
+    from seg_jax import visualize
+    panel = np.zeros((6, 7, 3), np.uint8)
+    out = visualize.draw_boxes(panel, np.array([[1.0, 1.0, 4.0, 5.0]]), np.array([2]), num_classes=3)
+    colour = visualize.palette(3)[2]
+    drawn = np.all(out == colour, -1)
+    expected = np.zeros((6, 7), bool)
+    expected[1, 1:4] = expected[4, 1:4] = expected[1:5, 1] = expected[1:5, 3] = True  # pixels 1..3 × 1..4
+    np.testing.assert_array_equal(drawn, expected)
+    assert not panel.any()  # the input is left alone

@@ -73,10 +73,16 @@ class InstanceEval:
                 "definition": metrics.INSTANCE_DEFINITIONS}
 
 
-def instance_picture(images: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], *, n: int) -> np.ndarray:
-    """A grid with one row per example: image | true instances | predicted instances (one colour each)."""
-    rows = [[image, visualize.colorize_instances(t), visualize.colorize_instances(p)]
-            for image, (t, p) in zip(images[:n], pairs[:n])]
+def instance_picture(images: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], *, n: int,
+                     boxes: list[tuple[np.ndarray, np.ndarray]] | None = None, num_classes: int = 1) -> np.ndarray:
+    """A grid with one row per example: image | true instances | predicted instances (one colour each);
+    with detections' `(boxes, classes)`, their boxes drawn in class colours on the image and the prediction."""
+    rows = []
+    for i, (image, (t, p)) in enumerate(zip(images[:n], pairs[:n])):
+        row = [image, visualize.colorize_instances(t), visualize.colorize_instances(p)]
+        if boxes is not None:
+            row[0], row[2] = (visualize.draw_boxes(x, *boxes[i], num_classes=num_classes) for x in (row[0], row[2]))
+        rows.append(row)
     return visualize.grid(rows)
 
 
@@ -157,7 +163,9 @@ def _evaluate_detection(state, *, config, info, split, predict_fn) -> tuple[dict
             keep = flat["mask"] > 0
             pred = [detection.detections_to_instances(m, v) for m, v in zip(flat["masks"][keep], flat["valid"][keep])]
             first = {"image": flat["image"], "mask": flat["mask"],
-                     "instance_pairs": list(zip(flat["instances"][keep], pred))}
+                     "instance_pairs": list(zip(flat["instances"][keep], pred)),
+                     "boxes": [(b[v], c[v]) for b, c, v in zip(flat["boxes"][keep], flat["classes"][keep],
+                                                               flat["valid"][keep].astype(bool))]}
     return {**evaluator.result(), "split": split, "definition": dict(detection.DETECTION_DEFINITIONS)}, first
 
 
@@ -168,7 +176,8 @@ def pictures(first: dict, *, config: ml_collections.ConfigDict, info: data.Datas
         keep = first["mask"] > 0
         n = int(config.eval.num_pictures)
         images = data.denormalize(first["image"][keep][:n], config.data)
-        out["instances"] = instance_picture(images, first["instance_pairs"], n=n)
+        out["instances"] = instance_picture(images, first["instance_pairs"], n=n, boxes=first.get("boxes"),
+                                            num_classes=info.num_classes)
     return out
 
 
