@@ -158,3 +158,24 @@ def test_crf_layer_trains_its_potts_weights(make_config, tmp_path):
     mngr.close()
     compat = float(np.asarray(params["crf"]["bilateral_compat"]))
     assert np.isfinite(compat) and compat != 10.0  # learnt from its initial value
+
+
+def test_class_weights_from_label_counts_reach_the_train_step(make_config, tmp_path, monkeypatch):
+    from seg_jax.train import steps
+    config = make_config("imbalance", "median_frequency,tiny")
+    config.train.steps = 2
+    seen = {}
+    real = steps.pmapped_train_step
+
+    def spy(**options):
+        seen.update(options)
+        return real(**options)
+
+    monkeypatch.setattr(steps, "pmapped_train_step", spy)
+    train.train_and_evaluate(config, tmp_path / "weighted")
+    counts = np.zeros(6, np.int64)  # median-frequency weights recomputed here from the stored labels
+    source = data.get_source(config.data, "train")
+    for i in range(len(source)):
+        counts += np.bincount(source[i]["label"].ravel(), minlength=256)[:6]
+    freq = counts / counts.sum()
+    np.testing.assert_allclose(np.asarray(seen["class_weights"]), np.median(freq[freq > 0]) / freq, rtol=1e-5)
