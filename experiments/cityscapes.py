@@ -22,9 +22,7 @@ ARGS = tuple(MODELS) + tuple(f"{v},tiny" for v in MODELS)
 
 
 def get_config(arg: str | None = "fcn8s") -> ml_collections.ConfigDict:
-    variant, _, size = (arg or "fcn8s").partition(",")
-    if variant not in MODELS:
-        raise ValueError(f"unknown cityscapes variant {variant!r}; valid: {', '.join(MODELS)}")
+    variant, size = default.split_arg(arg, variants=tuple(MODELS), default="fcn8s", what="cityscapes")
     config = default.get_config()
     config.name = f"cityscapes_{variant}"
     config.data = data.base_config("cityscapes")
@@ -44,4 +42,4 @@ def get_config(arg: str | None = "fcn8s") -> ml_collections.ConfigDict:
     config.train.eval_every = 4000
     config.train.checkpoint_every = 2000
     config.eval.batch_size = 8
-    return default.apply_arg(config, size or None)
+    return default.apply_arg(config, size)

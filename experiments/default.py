@@ -58,6 +58,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return apply_arg(config, arg)
 
 
+def split_arg(arg: str | None, *, variants, default: str, what: str) -> tuple[str, str | None]:
+    """`"variant[,tiny]"` → (variant, "tiny" or None); an unknown variant lists the valid ones."""
+    variant, _, size = (arg or default).partition(",")
+    if variant not in variants:
+        raise ValueError(f"unknown {what} variant {variant!r}; valid: {', '.join(variants)}")
+    return variant, size or None
+
+
 def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
     """`tiny`: a test-sized variant of any config (tiny data, few steps, narrow model)."""
     if arg in (None, ""):

@@ -16,13 +16,11 @@ ARGS = VARIANTS + tuple(f"{v},tiny" for v in VARIANTS)
 
 
 def get_config(arg: str | None = "fcn8s") -> ml_collections.ConfigDict:
-    variant, _, size = (arg or "fcn8s").partition(",")
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown FCN variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    variant, size = default.split_arg(arg, variants=tuple(VARIANTS), default="fcn8s", what="FCN")
     config = default.get_config()
     config.name = variant
     config.model = ml_collections.ConfigDict(
         {"name": variant, "width_multiplier": 0.25, "fc6_kernel": 3, "norm": "batch"})
     config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0})
     config.optimizer.learning_rate = 1e-3
-    return default.apply_arg(config, size or None)
+    return default.apply_arg(config, size)

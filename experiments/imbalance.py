@@ -17,12 +17,10 @@ ARGS = VARIANTS + tuple(f"{v},tiny" for v in VARIANTS)
 
 
 def get_config(arg: str | None = "ce") -> ml_collections.ConfigDict:
-    variant, _, size = (arg or "ce").partition(",")
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown imbalance variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    variant, size = default.split_arg(arg, variants=tuple(VARIANTS), default="ce", what="imbalance")
     config = default.get_config()
     config.name = f"imbalance_{variant}"
     config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0, **({"dice": 1.0} if variant == "ce_dice" else {})})
     if variant in ("inverse_frequency", "median_frequency"):
         config.class_weights = variant
-    return default.apply_arg(config, size or None)
+    return default.apply_arg(config, size)

@@ -32,9 +32,7 @@ TINY_MODEL = {"name": "mask_rcnn", "backbone_depths": (1, 1), "backbone_widths":
 
 
 def get_config(arg: str | None = "shapes") -> ml_collections.ConfigDict:
-    variant, _, size = (arg or "shapes").partition(",")
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown mask_rcnn variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    variant, size = default.split_arg(arg, variants=tuple(VARIANTS), default="shapes", what="mask_rcnn")
     config = default.get_config()
     config.name = f"mask_rcnn_{variant}"
     config.data = data.base_config("nuclei" if variant == "nuclei" else "shapes")
@@ -64,7 +62,7 @@ def get_config(arg: str | None = "shapes") -> ml_collections.ConfigDict:
         config.train.batch_size = 16
         config.train.eval_every = 5000
         config.train.checkpoint_every = 2500
-    config = default.apply_arg(config, size or None)
+    config = default.apply_arg(config, size)
     if size == "tiny":
         config.model = ml_collections.ConfigDict(TINY_MODEL)
         config.data.max_instances = 8

@@ -19,9 +19,7 @@ ARGS = VARIANTS + tuple(f"{v},tiny" for v in VARIANTS)
 
 
 def get_config(arg: str | None = "border_watershed") -> ml_collections.ConfigDict:
-    variant, _, size = (arg or "border_watershed").partition(",")
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown nuclei variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    variant, size = default.split_arg(arg, variants=tuple(VARIANTS), default="border_watershed", what="nuclei")
     config = default.get_config()
     config.name = f"nuclei_{variant}"
     config.data = data.base_config("nuclei")
@@ -39,4 +37,4 @@ def get_config(arg: str | None = "border_watershed") -> ml_collections.ConfigDic
                    "marker_threshold": 0.5, "foreground_threshold": 0.5, "min_size": 8}
     config.eval.instances = ml_collections.ConfigDict({"enabled": True, "per_class": False, "options": options})
     config.train.best_metric = "mean_iou"
-    return default.apply_arg(config, size or None)
+    return default.apply_arg(config, size)
