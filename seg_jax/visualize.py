@@ -28,7 +28,7 @@ def colorize_instances(instances: np.ndarray) -> np.ndarray:
     """int `[H, W]` instance ids (0 = background) → uint8 `[H, W, 3]`, each instance its own colour."""
     ids = np.asarray(instances)
     colours = palette(int(ids.max()) + 1 if ids.size else 1, seed=1)
-    colours[1:] = np.random.default_rng(7).permutation(colours[1:]) if len(colours) > 2 else colours[1:]
+    colours[1:] = np.random.default_rng(7).permutation(colours[1:])  # neighbours' ids rarely share a hue
     return colours[ids]
 
 

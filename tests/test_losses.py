@@ -105,15 +105,13 @@ def test_combination_is_weighted_sum_and_unknown_name_lists_valid():
 
 
 def test_axis_name_makes_pmean_equal_the_global_loss():
-    # Device halves with very different weight sums: pmean of per-device losses must equal the
-    # loss of the concatenated batch.
+    # The psum/pmean path of `axis_name` on one device must give the plain weighted mean; exactness
+    # across devices with different weight sums is shown end to end by tests/test_parallel.py.
     logits, labels, rng = _random_case(4, b=2)
     labels[0, :4] = 255
     weights = rng.uniform(0.1, 5.0, size=labels.shape).astype(np.float32)
     step = jax.pmap(
         lambda l, y, w: jax.lax.pmean(losses.softmax_cross_entropy(l, y, weights=w, axis_name="b"), "b"),
         axis_name="b", devices=jax.devices()[:1])
-    # One device holding both halves as its batch is the reference; with 1 CPU device pmap
-    # still runs the psum path.
     got = step(logits[None], labels[None], weights[None])[0]
     np.testing.assert_allclose(float(got), _np_ce(logits, labels, weights), rtol=1e-5)
