@@ -32,6 +32,14 @@ def _args(state_tree=None, meta=None, *, restore: bool) -> ocp.args.Composite:
     return ocp.args.Composite(state=ocp.args.StandardSave(state_tree), meta=ocp.args.JsonSave(meta))
 
 
+def _options(name: str, *, keep: int) -> ocp.CheckpointManagerOptions:
+    # Both managers may save the same step at once; without distinct prefixes their multi-host
+    # barriers share a key ("_async_write_complete.<step>") and the second one fails.
+    return ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
+
+
 class Checkpoints:
     """The latest-`keep` and best-by-metric checkpoint managers of one workdir.
 
@@ -43,10 +51,8 @@ class Checkpoints:
             raise ValueError(f"config.train.best_mode must be 'max' or 'min', got {best_mode!r}")
         workdir = pathlib.Path(workdir).absolute()
         self.best_metric, self.best_mode = best_metric, best_mode
-        self.latest = ocp.CheckpointManager(
-            workdir / "checkpoints", options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
-        self.best = ocp.CheckpointManager(
-            workdir / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+        self.latest = ocp.CheckpointManager(workdir / "checkpoints", options=_options("latest", keep=keep))
+        self.best = ocp.CheckpointManager(workdir / "best", options=_options("best", keep=1))
 
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
