@@ -11,8 +11,8 @@ upsampled bilinearly. Prints one JSON line per measurement and a summary table. 
 whose argmax label agrees with pydensecrf's and with the exact dense CRF's (computed when the image has at most
 --exact_max_pixels pixels), and the accuracy against the synthetic labels. Peak memory is XLA's
 `memory_analysis()` of the compiled function (arguments + outputs + temporaries), which works on CPU and GPU; on a
-GPU the device's `peak_bytes_in_use` is reported too (the process's running peak, so it never goes down). The reference needs `pip install pydensecrf2`
-(a benchmark-only dependency).
+GPU the device's `peak_bytes_in_use` is reported too (the process's running peak, so it never goes down). The
+reference needs `pip install pydensecrf2` (a benchmark-only dependency).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ _EXACT_MAX_PIXELS = flags.DEFINE_integer("exact_max_pixels", 128 * 128,
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the logits' noise.")
 _EXACT_LABELS = flags.DEFINE_string(
     "exact_labels", None, "Directory that keeps the exact CRF's labels per scene and parameters: read when present "
-    "(no --exact_max_pixels limit then), written after computing, since the exact pass takes ~20 min at 512² on a CPU.")
+    "(no --exact_max_pixels limit then), written after computing (the exact pass takes ~20 min at 512² on a CPU).")
 
 CRF_PARAMS = dict(gaussian_sxy=3.0, gaussian_compat=3.0, bilateral_srgb=13.0, bilateral_compat=10.0)
 LOGIT_SCALE, LOGIT_NOISE, LOGIT_BLOCK = 4.0, 0.15, 8  # a confident but coarse (stride-8) network output
