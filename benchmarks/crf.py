@@ -67,8 +67,12 @@ def synthetic_scene(height: int, width: int, *, classes: int, seed: int):
     return image, logits.astype(np.float32), labels
 
 
-def pydensecrf_reference(image: np.ndarray, logits: np.ndarray, *, iterations: int, bilateral_sxy: float):
-    """(probabilities [H, W, N], seconds) from pydensecrf with the same unary and kernels."""
+def pydensecrf_reference(image: np.ndarray, logits: np.ndarray, *, iterations: int, bilateral_sxy: float,
+                         gaussian_sxy: float = CRF_PARAMS["gaussian_sxy"],
+                         gaussian_compat: float = CRF_PARAMS["gaussian_compat"],
+                         bilateral_srgb: float = CRF_PARAMS["bilateral_srgb"],
+                         bilateral_compat: float = CRF_PARAMS["bilateral_compat"]):
+    """(probabilities [H, W, N], seconds) from pydensecrf with the same unary and kernels; image [H, W, 3] uint8."""
     import pydensecrf.densecrf as dcrf  # benchmark-only dependency
 
     height, width, classes = logits.shape
@@ -76,9 +80,9 @@ def pydensecrf_reference(image: np.ndarray, logits: np.ndarray, *, iterations: i
     start = time.perf_counter()
     crf = dcrf.DenseCRF2D(width, height, classes)
     crf.setUnaryEnergy(np.ascontiguousarray(unary, np.float32))
-    crf.addPairwiseGaussian(sxy=CRF_PARAMS["gaussian_sxy"], compat=CRF_PARAMS["gaussian_compat"])
-    crf.addPairwiseBilateral(sxy=bilateral_sxy, srgb=CRF_PARAMS["bilateral_srgb"],
-                             rgbim=np.ascontiguousarray(image), compat=CRF_PARAMS["bilateral_compat"])
+    crf.addPairwiseGaussian(sxy=gaussian_sxy, compat=gaussian_compat)
+    crf.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=np.ascontiguousarray(image),
+                             compat=bilateral_compat)
     q = np.asarray(crf.inference(iterations))
     seconds = time.perf_counter() - start
     return q.T.reshape(height, width, classes), seconds

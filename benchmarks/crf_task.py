@@ -19,6 +19,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from benchmarks.crf import pydensecrf_reference
+
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/default.py", "Experiment config file[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Run directory holding the trained checkpoint.")
 
@@ -27,21 +29,8 @@ _PARAMETERS = ("iterations", "gaussian_sxy", "gaussian_compat", "bilateral_sxy",
 
 def _pydensecrf_host(logits: np.ndarray, image: np.ndarray, **params) -> np.ndarray:
     """pydensecrf on a batch: logits [B, H, W, N], image [B, H, W, 3] in 0..255 → probabilities [B, H, W, N]."""
-    import pydensecrf.densecrf as dcrf  # benchmark-only dependency
-
-    out = np.empty(logits.shape, np.float32)
-    for i, (x, rgb) in enumerate(zip(np.asarray(logits, np.float32), np.asarray(image))):
-        height, width, classes = x.shape
-        unary = -(x - x.max(-1, keepdims=True))
-        unary += np.log(np.exp(-unary).sum(-1, keepdims=True))  # -log softmax
-        crf = dcrf.DenseCRF2D(width, height, classes)
-        crf.setUnaryEnergy(np.ascontiguousarray(unary.reshape(-1, classes).T))
-        crf.addPairwiseGaussian(sxy=params["gaussian_sxy"], compat=params["gaussian_compat"])
-        crf.addPairwiseBilateral(sxy=params["bilateral_sxy"], srgb=params["bilateral_srgb"],
-                                 rgbim=np.ascontiguousarray(np.clip(np.round(rgb), 0, 255).astype(np.uint8)),
-                                 compat=params["bilateral_compat"])
-        out[i] = np.asarray(crf.inference(params["iterations"])).T.reshape(height, width, classes)
-    return out
+    images = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    return np.stack([pydensecrf_reference(rgb, x, **params)[0] for x, rgb in zip(logits, images)]).astype(np.float32)
 
 
 def pydensecrf_dense_crf(logits: jax.Array, image: jax.Array, **options) -> jax.Array:
