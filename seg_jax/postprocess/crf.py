@@ -219,7 +219,7 @@ def _exact_gaussian_sum(features: jax.Array, values: jax.Array) -> jax.Array:
 
 def _grid_filters(image, *, gaussian_sxy, bilateral_sxy, bilateral_srgb, downsample, modes, truncate):
     """The two normalised filters q ↦ D K D q of the "grid" method (see `dense_crf`)."""
-    b, h, w, _ = image.shape
+    _, h, w, _ = image.shape
     taps = _gaussian_taps(gaussian_sxy, truncate=truncate)
     gaussian_norm = lax.rsqrt(_separable_blur(jnp.ones((1, h, w, 1), jnp.float32), taps))
 
