@@ -3,6 +3,7 @@
     python launch.py                                      # default experiment: U-Net on `shapes`
     python launch.py --config=experiments/fcn.py:fcn8s --workdir=runs/fcn8s --config.train.steps=2000
     python launch.py --config=experiments/fcn.py:fcn8s --workdir=runs/fcn8s --mode=eval
+    python launch.py --config=experiments/nuclei.py:ce_cc --mode=check_data  # scan the data, train nothing
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/default.py", "Experiment config file[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config.name>).")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes automatically) or eval.")
-_SPLIT = flags.DEFINE_string("split", None, "eval mode: split to evaluate (default config.data.eval_split).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "check_data"],
+                          "train (resumes automatically), eval, or check_data (scan the configured splits).")
+_SPLIT = flags.DEFINE_string("split", None, "eval mode: split every evaluator runs on (default: each one's own).")
 _WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "eval mode: which checkpoint.")
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (one process per host).")
 
@@ -39,6 +41,9 @@ def main(argv):
     from seg_jax import train  # after flag parsing, so --help stays fast
 
     config = _CONFIG.value
+    if _MODE.value == "check_data":
+        print(train.check_data(config).text())
+        return
     workdir = _WORKDIR.value or str(pathlib.Path("runs") / config.name)
     logging.info("process %d/%d, local devices: %s, workdir: %s", jax.process_index(), jax.process_count(),
                  jax.local_devices(), workdir)

@@ -2,12 +2,13 @@
 
     python launch.py                                                   # train the default experiment first
     python -m benchmarks.crf_task --workdir=runs/default               # then compare the two CRFs on its predictions
-    python -m benchmarks.crf_task --config=experiments/fcn.py:fcn8s --workdir=runs/fcn8s --config.eval.crf.modes=32
+    python -m benchmarks.crf_task --config=experiments/fcn.py:fcn8s --workdir=runs/fcn8s
 
-Runs `seg_jax.train.evaluate` twice on the same checkpoint, predictions and metric code, with `config.eval.crf`
-enabled: once as configured, once with `seg_jax.postprocess.crf.dense_crf` swapped for pydensecrf (`pip install
-pydensecrf2`, benchmark-only) called through `jax.pure_callback` with the same parameters. Prints mIoU, boundary and
-pixel accuracy without a CRF and with each. Each evaluation is also written to <workdir>/eval (never overwriting).
+Evaluates the workdir's checkpoint once with three evaluators over the same predictions and metric code: `val`
+(no CRF), `val_crf` (`seg_jax.postprocess.dense_crf`, type `crf`) and `val_pydensecrf` (type `pydensecrf`,
+registered here: the `crf` evaluator with pydensecrf, `pip install pydensecrf2`, benchmark-only, called through
+`jax.pure_callback` with the same parameters). Prints mIoU, boundary and pixel accuracy of each; the evaluation is
+also written to <workdir>/eval (never overwriting).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks.crf import pydensecrf_reference
+from experiments import common
+from seg_jax import evaluators
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/default.py", "Experiment config file[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Run directory holding the trained checkpoint.")
@@ -33,32 +36,30 @@ def _pydensecrf_host(logits: np.ndarray, image: np.ndarray, **params) -> np.ndar
     return np.stack([pydensecrf_reference(rgb, x, **params)[0] for x, rgb in zip(logits, images)]).astype(np.float32)
 
 
-def pydensecrf_dense_crf(logits: jax.Array, image: jax.Array, **options) -> jax.Array:
-    """`dense_crf`'s signature, computed by pydensecrf on the host; grid-only options are ignored."""
-    host = functools.partial(_pydensecrf_host, **{k: options[k] for k in _PARAMETERS})
-    return jax.pure_callback(host, jax.ShapeDtypeStruct(logits.shape, jnp.float32), logits.astype(jnp.float32),
-                             image.astype(jnp.float32))
+@evaluators.EVALUATORS.register("pydensecrf")
+class PydenseCRFEvaluator(evaluators.CRFEvaluator):
+    """The `crf` evaluator with pydensecrf on the host in place of seg_jax's dense CRF; grid-only options unused."""
+
+    def crf(self, logits: jax.Array, image: jax.Array) -> jax.Array:
+        host = functools.partial(_pydensecrf_host, **{k: self.options[k] for k in _PARAMETERS})
+        return jax.pure_callback(host, jax.ShapeDtypeStruct(logits.shape, jnp.float32), logits.astype(jnp.float32),
+                                 image.astype(jnp.float32))
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from seg_jax import train
-    from seg_jax.postprocess import crf
 
     config = _CONFIG.value
-    config.eval.crf.enabled = True
-    ours = train.evaluate(config, _WORKDIR.value)
-    defaults = {k: v for k, v in config.eval.crf.to_dict().items() if k in _PARAMETERS}
-    original = crf.dense_crf
-    crf.dense_crf = lambda logits, image, **options: pydensecrf_dense_crf(logits, image, **{**defaults, **options})
-    try:
-        reference = train.evaluate(config, _WORKDIR.value)
-    finally:
-        crf.dense_crf = original
+    val = dict(config.evals.val.to_dict(), every=0)
+    config.evals = {"val": val, "val_crf": common.crf_eval(), "val_pydensecrf": dict(common.crf_eval(),
+                                                                                    type="pydensecrf")}
+    scalars = train.evaluate(config, _WORKDIR.value)
     print("predictions | mean_iou | boundary_accuracy | pixel_accuracy")
-    for name, record in (("no CRF", ours), ("seg_jax dense_crf", ours["crf"]), ("pydensecrf", reference["crf"])):
-        print(f"{name} | {record['mean_iou']:.4f} | {record['boundary_accuracy']:.4f} | {record['pixel_accuracy']:.4f}")
+    for name, label in (("val", "no CRF"), ("val_crf", "seg_jax dense_crf"), ("val_pydensecrf", "pydensecrf")):
+        print(f"{label} | {scalars[f'{name}/mean_iou']:.4f} | {scalars[f'{name}/boundary_accuracy']:.4f} | "
+              f"{scalars[f'{name}/pixel_accuracy']:.4f}")
 
 
 if __name__ == "__main__":

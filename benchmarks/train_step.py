@@ -1,44 +1,46 @@
-"""Compile time and steady-state images/s of the pmapped train and eval steps.
+"""Compile time and steady-state images/s of the pmapped train step and the semantic evaluator's eval step.
 
-    python -m benchmarks.train_step --models=unet,fcn8s --size=128 --batch=8 --steps=10
+    python -m benchmarks.train_step --configs=experiments/default.py,experiments/fcn.py:fcn8s --size=128
+    python -m benchmarks.train_step --configs=experiments/cityscapes.py:unet,experiments/cityscapes.py:fcn8s
 
-Prints one JSON line per (model, step kind). Inputs are random images and labels of the given
-size, so the data pipeline is not measured. Model options come from the experiment configs
-(`experiments/default.py` for U-Net, `experiments/fcn.py` for FCNs) unless --full_size is set.
+Prints one JSON line per (config, step kind). Models, losses and optimisers are built by the experiment code from
+each config (`file[:arg]`), exactly as a run builds them; inputs are random images and labels of the given size, so
+the data pipeline is not measured.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import ml_collections
 from absl import app, flags
 from flax import jax_utils
 
-from seg_jax import losses, models
-from seg_jax.train import optim, steps
+from seg_jax import evaluators
+from seg_jax.train import steps
+from seg_jax.train.experiment import build_experiment
 from seg_jax.train.state import create_train_state
 
-_MODELS = flags.DEFINE_list("models", ["unet", "fcn8s"], "Registered model names.")
+_CONFIGS = flags.DEFINE_list("configs", ["experiments/default.py", "experiments/fcn.py:fcn8s"],
+                             "Experiment config files[:arg].")
 _SIZE = flags.DEFINE_integer("size", 128, "Square image size in pixels.")
 _BATCH = flags.DEFINE_integer("batch", 8, "Global batch size (split over local devices).")
 _CLASSES = flags.DEFINE_integer("classes", 6, "Number of classes.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after the warm-up step.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of the model.")
-_FULL = flags.DEFINE_bool("full_size", False, "Paper-sized models (U-Net base 64 depth 4, FCN width 1.0).")
-
-CPU_OPTIONS = {"unet": {"depth": 3, "base_width": 16, "norm": "batch"},
-               "fcn": {"width_multiplier": 0.25, "fc6_kernel": 3, "norm": "batch"}}
-FULL_OPTIONS = {"unet": {"depth": 4, "base_width": 64, "norm": "batch"},
-                "fcn": {"width_multiplier": 1.0, "fc6_kernel": 7, "norm": "none"}}
 
 
-def _options(name: str) -> dict:
-    table = FULL_OPTIONS if _FULL.value else CPU_OPTIONS
-    return dict(table["fcn" if name.startswith("fcn") else name], dtype=getattr(jnp, _DTYPE.value))
+def load_config(spec: str):
+    """The ConfigDict of `path[:arg]`, as `launch.py --config=` reads it."""
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None) if arg else module.get_config()
 
 
 def _time(fn, args_fn, n: int) -> tuple[float, float]:
@@ -55,24 +57,29 @@ def _time(fn, args_fn, n: int) -> tuple[float, float]:
     return first, float(np.median(times))
 
 
-def bench(name: str) -> list[dict]:
+def bench(spec: str) -> list[dict]:
+    config = load_config(spec)
+    if _DTYPE.value == "bfloat16":
+        config.model.dtype = jnp.bfloat16
     d = jax.local_device_count()
     b = _BATCH.value // d
     hw = (_SIZE.value, _SIZE.value)
-    options = _options(name)
-    init_model = models.create_model(name, num_classes=_CLASSES.value, **options)
-    apply_model = models.create_model(name, num_classes=_CLASSES.value, norm_axis_name=steps.AXIS, **options)
-    schedule = optim.make_schedule(_cfg(name="cosine", warmup_steps=0), base_lr=1e-3, total_steps=1000)
-    tx = optim.make_optimizer(_cfg(name="adamw", weight_decay=1e-4), schedule)
-    state = jax_utils.replicate(create_train_state(init_model=init_model, apply_model=apply_model, tx=tx,
-                                                   seed=0, image_shape=hw))
+    config.train.batch_size = _BATCH.value
+    exp = build_experiment(config, num_classes=_CLASSES.value)
+    if exp.task.name != "semantic":
+        raise app.UsageError(f"{spec}: this benchmark times semantic models; {config.model.name} is "
+                             f"{exp.task.name!r}")
+    state = jax_utils.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model,
+                                                   tx=exp.tx, seed=0, image_shape=hw))
     rng = np.random.default_rng(0)
     batch = {"image": rng.normal(size=(d, b, *hw, 3)).astype(np.float32),
              "label": rng.integers(0, _CLASSES.value, size=(d, b, *hw)).astype(np.int32),
              "weights": np.ones((d, b, *hw), np.float32), "mask": np.ones((d, b), np.float32)}
-    train_fn = steps.pmapped_train_step(loss_fn=losses.make_loss_fn({"cross_entropy": 1.0, "dice": 1.0}),
-                                        learning_rate_fn=schedule, class_weights=None, ignore_index=255)
-    eval_fn = steps.pmapped_eval_step(num_classes=_CLASSES.value, ignore_index=255)
+    train_fn = steps.pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
+    class_names = tuple(f"class_{i}" for i in range(_CLASSES.value))
+    evaluator = evaluators.SemanticEvaluator("val", {"type": "semantic"}, task=exp.task, class_names=class_names,
+                                             data_cfg=config.data)
+    eval_fn = jax.pmap(evaluator.device_fn, axis_name=steps.AXIS)
     holder = {"state": state}
 
     def train_once(batch):
@@ -80,11 +87,11 @@ def bench(name: str) -> list[dict]:
         return m
 
     params = sum(x.size for x in jax.tree_util.tree_leaves(jax_utils.unreplicate(state).params))
-    common = {"model": name, "size": _SIZE.value, "batch": _BATCH.value, "devices": d, "dtype": _DTYPE.value,
-              "params": int(params), "device_kind": jax.devices()[0].device_kind, "options": {
-                  k: v for k, v in options.items() if k != "dtype"}}
+    common = {"config": spec, "model": config.model.name, "size": _SIZE.value, "batch": _BATCH.value, "devices": d,
+              "dtype": _DTYPE.value, "params": int(params), "device_kind": jax.devices()[0].device_kind,
+              "loss": config.loss.to_dict()}
     out = []
-    first, median = _time(train_once, lambda: ({k: batch[k] for k in ("image", "label", "weights")},), _STEPS.value)
+    first, median = _time(train_once, lambda: ({k: batch[k] for k in exp.task.train_keys},), _STEPS.value)
     out.append({**common, "step": "train", "compile_s": round(first - median, 3), "step_s": round(median, 5),
                 "images_per_s": round(_BATCH.value / median, 2)})
     eval_batch = {k: batch[k] for k in ("image", "label", "mask")}
@@ -94,14 +101,10 @@ def bench(name: str) -> list[dict]:
     return out
 
 
-def _cfg(**kwargs) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(kwargs)
-
-
 def main(argv):
     del argv
-    for name in _MODELS.value:
-        for line in bench(name):
+    for spec in _CONFIGS.value:
+        for line in bench(spec):
             print(json.dumps(line), flush=True)
 
 

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import default
+from experiments import common, default
 
 VARIANTS = ("ce", "inverse_frequency", "median_frequency", "ce_dice")
-
-
 ARGS = VARIANTS + tuple(f"{v},tiny" for v in VARIANTS)
 
 
 def get_config(arg: str | None = "ce") -> ml_collections.ConfigDict:
-    variant, size = default.split_arg(arg, variants=tuple(VARIANTS), default="ce", what="imbalance")
-    config = default.get_config()
-    config.name = f"imbalance_{variant}"
-    config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0, **({"dice": 1.0} if variant == "ce_dice" else {})})
+    variant, tiny = common.split_arg(arg, variants=VARIANTS, default="ce", what="imbalance")
+    config = default.get_config("tiny" if tiny else None)  # the default experiment with another loss
+    config.name = f"imbalance_{variant}" + ("_tiny" if tiny else "")
+    config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0})
+    if variant == "ce_dice":
+        config.loss.dice = 1.0
     if variant in ("inverse_frequency", "median_frequency"):
         config.class_weights = variant
-    return default.apply_arg(config, size)
+    return config

@@ -1,8 +1,8 @@
 """python launch.py --config=experiments/mask_rcnn.py:shapes --workdir=runs/mask_rcnn_shapes
 
 Mask R-CNN-style instance segmentation (ResNet + FPN, RPN, RoIAlign, box/class head, per-class mask
-head) trained by the same loop, optimiser, checkpoints and datasets as FCN and U-Net. Ground-truth
-boxes, classes and masks come from each augmented example's instance ids.
+head) trained by the same loop, optimiser, checkpoints and datasets as FCN and U-Net (the `detection`
+task). Ground-truth boxes, classes and masks come from each augmented example's instance ids.
   shapes   the built-in `shapes` scenes, 5 object classes (CPU-sized);
   nuclei   the built-in `nuclei` (CPU-sized; DSB score beside mask AP);
   coco     paper-sized network and schedule for GPUs (ResNet depths 2,2,2,2, 256-wide FPN, 512 RoIs),
@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import default
-from seg_jax import data
+from experiments import common
 
 VARIANTS = ("shapes", "nuclei", "coco")
 ARGS = VARIANTS + tuple(f"{v},tiny" for v in VARIANTS)
@@ -32,10 +31,9 @@ TINY_MODEL = {"name": "mask_rcnn", "backbone_depths": (1, 1), "backbone_widths":
 
 
 def get_config(arg: str | None = "shapes") -> ml_collections.ConfigDict:
-    variant, size = default.split_arg(arg, variants=tuple(VARIANTS), default="shapes", what="mask_rcnn")
-    config = default.get_config()
+    variant, tiny = common.split_arg(arg, variants=VARIANTS, default="shapes", what="mask_rcnn")
+    config = common.base("nuclei" if variant == "nuclei" else "shapes")
     config.name = f"mask_rcnn_{variant}"
-    config.data = data.base_config("nuclei" if variant == "nuclei" else "shapes")
     config.data.crop_size = (96, 96)
     config.data.scale_range = (0.75, 1.25)
     config.data.max_instances = 16 if variant != "nuclei" else 48
@@ -43,12 +41,9 @@ def get_config(arg: str | None = "shapes") -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict(
         {"rpn_objectness": 1.0, "rpn_box": 1.0, "class": 1.0, "box": 1.0, "mask": 1.0})
     config.optimizer.learning_rate = 2e-3
-    config.train.steps = 2000
-    config.train.batch_size = 8
-    config.train.eval_every = 1000
-    config.train.checkpoint_every = 500
-    config.train.best_metric = "mask_AP"
-    config.eval.batch_size = 16
+    config.train.update(steps=2000, batch_size=8, checkpoint_every=500, best_metric="val/mask_AP")
+    config.evals = ml_collections.ConfigDict(
+        {"val": {"type": "detection", "every": 1000, "batch_size": 16, "num_pictures": 6, "mask_threshold": 0.5}})
     if variant == "coco":
         config.data.crop_size = (512, 512)
         config.data.scale_range = (0.5, 2.0)
@@ -58,12 +53,10 @@ def get_config(arg: str | None = "shapes") -> ml_collections.ConfigDict:
              "grad_clip_norm": None})
         config.schedule = ml_collections.ConfigDict({"name": "cosine", "warmup_steps": 1000, "end_factor": 0.0,
                                                      "power": 0.9})
-        config.train.steps = 90_000
-        config.train.batch_size = 16
-        config.train.eval_every = 5000
-        config.train.checkpoint_every = 2500
-    config = default.apply_arg(config, size)
-    if size == "tiny":
+        config.train.update(steps=90_000, batch_size=16, checkpoint_every=2500)
+        config.evals.val.every = 5000
+    if tiny:
+        common.shrink_for_tests(config)
         config.model = ml_collections.ConfigDict(TINY_MODEL)
         config.data.max_instances = 8
     return config

@@ -5,26 +5,25 @@ Instances from semantic masks on the built-in `nuclei` dataset (touching nuclei,
   unet_weights_cc   cross-entropy weighted by the U-Net paper's boundary weight map (w0=10, σ=5 px);
   border_watershed  border-aware 3-class targets (background / interior / border), marker-controlled
                     watershed seeded by interior minus border.
-Evaluation reports DSB score, COCO mask AP, PQ and AJI beside mIoU. Append `,tiny` for tests.
+Evaluation reports DSB score, COCO mask AP, PQ and AJI (`val_instances`) beside mIoU (`val`).
+Append `,tiny` for tests.
 """
 from __future__ import annotations
 
 import ml_collections
 
-from experiments import default
-from seg_jax import data
+from experiments import common
 
 VARIANTS = ("ce_cc", "unet_weights_cc", "border_watershed")
 ARGS = VARIANTS + tuple(f"{v},tiny" for v in VARIANTS)
 
 
 def get_config(arg: str | None = "border_watershed") -> ml_collections.ConfigDict:
-    variant, size = default.split_arg(arg, variants=tuple(VARIANTS), default="border_watershed", what="nuclei")
-    config = default.get_config()
+    variant, tiny = common.split_arg(arg, variants=VARIANTS, default="border_watershed", what="nuclei")
+    config = common.base("nuclei")
     config.name = f"nuclei_{variant}"
-    config.data = data.base_config("nuclei")
     config.data.crop_size = (64, 64)
-    config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0})
+    config.model = ml_collections.ConfigDict({"name": "unet", "depth": 3, "base_width": 16, "norm": "batch"})
     options = {"method": "connected_components", "foreground_threshold": 0.5, "min_size": 8}
     if variant == "unet_weights_cc":
         config.data.weight_map = "unet"
@@ -35,6 +34,9 @@ def get_config(arg: str | None = "border_watershed") -> ml_collections.ConfigDic
         config.data.border_width = 2
         options = {"method": "watershed", "border_index": 2, "markers": "interior", "elevation": "border",
                    "marker_threshold": 0.5, "foreground_threshold": 0.5, "min_size": 8}
-    config.eval.instances = ml_collections.ConfigDict({"enabled": True, "per_class": False, "options": options})
-    config.train.best_metric = "mean_iou"
-    return default.apply_arg(config, size)
+    config.evals.val_instances = {"type": "instances", "every": 750, "batch_size": 32, "num_pictures": 6,
+                                  "per_class": False, "options": options}
+    if tiny:
+        common.shrink_for_tests(config)
+        config.model.update(depth=2, base_width=4)
+    return config

@@ -8,26 +8,26 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import default
-from seg_jax import data
-
+from experiments import common
 
 ARGS = (None, "tiny")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = default.get_config()
+    if arg not in (None, "", "tiny"):
+        raise ValueError(f"unknown config argument {arg!r}; valid: 'tiny'")
+    config = common.base("oxford_iiit_pet")
     config.name = "pets"
-    config.data = data.base_config("oxford_iiit_pet")
     config.data.train_split = "train[:90%]"
     config.data.eval_split = "train[90%:]"
     config.data.crop_size = (256, 256)
     config.data.eval_size = (384, 384)
     config.model = ml_collections.ConfigDict({"name": "unet", "depth": 4, "base_width": 32, "norm": "batch"})
-    config.train.steps = 20_000
-    config.train.batch_size = 32
-    config.train.log_every = 100
-    config.train.eval_every = 2000
-    config.train.checkpoint_every = 1000
+    config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0, "dice": {"weight": 1.0, "eps": 1e-6}})
+    config.train.update(steps=20_000, batch_size=32, log_every=100, checkpoint_every=1000)
+    config.evals.val.every = 2000
     config.schedule.warmup_steps = 500
-    return default.apply_arg(config, arg)
+    if arg == "tiny":
+        common.shrink_for_tests(config)
+        config.model.update(depth=2, base_width=4)
+    return config

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from seg_jax.labels import IGNORE_INDEX
 
 
 def palette(num_colors: int, *, seed: int = 0) -> np.ndarray:
@@ -16,7 +17,7 @@ def palette(num_colors: int, *, seed: int = 0) -> np.ndarray:
     return np.concatenate([base, extra])
 
 
-def colorize(labels: np.ndarray, *, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+def colorize(labels: np.ndarray, *, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """int `[H, W]` label map → uint8 `[H, W, 3]`; the ignore label is drawn white."""
     colours = palette(max(num_classes, 1))
     out = colours[np.clip(labels, 0, num_classes - 1)]

@@ -26,14 +26,14 @@ def main(argv):
     config = default.get_config("tiny")
     config.data.data_dir = data_dir
     config.train.steps = 3
-    config.train.eval_every = 3
+    config.evals.val.every = 3
     record = train.train_and_evaluate(config, workdir)
     import orbax.checkpoint as ocp
     mngr = ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints")
     restored = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     leaves = jax.tree_util.tree_leaves(restored["state"]["params"])
     if jax.process_index() == 0:
-        np.savez(out, mean_iou=record["mean_iou"], devices=jax.device_count(),
+        np.savez(out, mean_iou=record["val/mean_iou"], devices=jax.device_count(),
                  **{f"p{i}": np.asarray(x) for i, x in enumerate(leaves)})
     mngr.close()
 

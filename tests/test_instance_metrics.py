@@ -11,7 +11,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from seg_jax.metrics.instance import (
-    InstanceEvaluator,
+    InstanceMetrics,
     aggregated_jaccard_index,
     coco_mask_ap,
     dsb_score,
@@ -148,7 +148,7 @@ def test_evaluator_aggregates_over_the_set():
     first[2:12, 2:12] = 1  # 100 pixels, predicted perfectly
     second = _canvas()
     second[2:7, 2:12] = 1  # 50 pixels, missed
-    evaluator = InstanceEvaluator()
+    evaluator = InstanceMetrics()
     evaluator.add(first, first, scores=np.array([0.9]))
     evaluator.add(_canvas(), second, scores=np.zeros(0))
     evaluator.add(_canvas(), _canvas(), scores=np.zeros(0))  # empty image: 1.0 per image, nothing to the sums

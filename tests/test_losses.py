@@ -104,6 +104,21 @@ def test_combination_is_weighted_sum_and_unknown_name_lists_valid():
         losses.make_loss_fn({"focal": 1.0})
 
 
+def test_loss_options_come_from_the_config():
+    logits, labels, _ = _random_case(3)
+    fn = losses.make_loss_fn({"cross_entropy": {"weight": 0.5}, "dice": {"weight": 2.0, "eps": 0.25}})
+    total, terms = fn(jnp.asarray(logits), jnp.asarray(labels))
+    np.testing.assert_allclose(float(terms["dice"]), _np_dice(logits, labels, eps=0.25), rtol=1e-5)
+    np.testing.assert_allclose(float(total), 0.5 * _np_ce(logits, labels) + 2.0 * _np_dice(logits, labels, eps=0.25),
+                               rtol=1e-5)
+    assert losses.loss_options(losses.dice_loss) == {"eps": 1e-6}
+    assert losses.loss_options(losses.softmax_cross_entropy) == {}
+    with pytest.raises(ValueError, match="loss 'dice' has no option.* smooth; its options: weight, eps"):
+        losses.make_loss_fn({"dice": {"smooth": 1.0}})
+    with pytest.raises(ValueError, match="loss 'cross_entropy': weight must be a number"):
+        losses.make_loss_fn({"cross_entropy": {"weight": "one"}})
+
+
 def test_axis_name_makes_pmean_equal_the_global_loss():
     # The psum/pmean path of `axis_name` on one device must give the plain weighted mean; exactness
     # across devices with different weight sums is shown end to end by tests/test_parallel.py.

@@ -14,7 +14,8 @@ from seg_jax.data.detection import batched_instances_to_targets, instances_to_ta
 from seg_jax.models import create_model, model_options
 from seg_jax.models.detection_heads import paste_masks
 from seg_jax.models.mask_rcnn import LOSS_TERMS, MaskRCNN, detect, propose
-from seg_jax.train import detection
+from seg_jax import metrics, tasks
+from seg_jax.train import steps
 from seg_jax.train.state import TrainState
 
 # XLA:CPU compiles threefry random ops slowly; "rbg" keys compile fast (see tests/test_models.py).
@@ -172,16 +173,16 @@ def test_config_errors_name_the_option():
         jax.eval_shape(MaskRCNN(**{**SMALL, "anchor_sizes": ((8,),)}).init, KEY, images)
     with pytest.raises(ValueError, match="mask_size=13"):
         jax.eval_shape(MaskRCNN(**{**SMALL, "mask_size": 13}).init, KEY, images)
-    with pytest.raises(KeyError, match="boxes.*batched_instances_to_targets"):
-        detection.detection_train_step(None, {"image": images, "classes": None, "masks": None, "valid": None}, KEY,
-                                       model=MaskRCNN(**SMALL), learning_rate_fn=optax.constant_schedule(0.1))
+    task = tasks.DetectionTask(model=MaskRCNN(**SMALL), weights={}, max_instances=4, ignore_index=255)
+    with pytest.raises(KeyError, match="boxes.*DetectionTargets"):
+        task.loss({}, {"image": images, "classes": None, "masks": None, "valid": None}, KEY, axis_name=None)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
 def test_box_ap_hand_case():
     boxes = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)]
     # Class 1 found exactly; the class-2 object is detected with the wrong class: AP 1 for class 1, 0 for class 2.
-    ap = detection.coco_box_ap(boxes, [np.array([0.9, 0.8])], [np.array([1, 1])], boxes, [np.array([1, 2])])
+    ap = metrics.coco_box_ap(boxes, [np.array([0.9, 0.8])], [np.array([1, 1])], boxes, [np.array([1, 2])])
     assert ap == pytest.approx({"AP": 0.5, "AP50": 0.5, "AP75": 0.5})
 
 
@@ -190,7 +191,7 @@ def test_detections_to_instances_prefers_higher_scores():
     masks[0, :2] = 0.9   # best detection: top half
     masks[1, 1:] = 0.8   # overlaps it on row 1, loses there
     masks[2] = 1.0       # invalid slot: ignored
-    got = detection.detections_to_instances(masks, np.array([True, True, False]))
+    got = metrics.detections_to_instances(masks, np.array([True, True, False]))
     np.testing.assert_array_equal(got, [[1] * 4, [1] * 4, [2] * 4, [2] * 4])
 
 
@@ -222,17 +223,19 @@ def overfit():
     params = jax.jit(model.init)(KEY, jnp.asarray(images))["params"]
     state = jax_utils.replicate(TrainState.create(apply_fn=model.apply, params=params, batch_stats={},
                                                   tx=optax.adam(schedule)))
-    train = detection.pmapped_detection_train_step(model=model, learning_rate_fn=schedule)
+    task = tasks.DetectionTask(model=model, weights={name: 1.0 for name in LOSS_TERMS}, max_instances=4,
+                               ignore_index=255)
+    train = steps.pmapped_train_step(task=task, learning_rate_fn=schedule)
     history = []
     for _ in range(STEPS):
         state, step_metrics = train(state, batch, KEY)
         history.append(step_metrics)
     history = {k: np.array([float(m[k][0]) for m in jax.device_get(history)]) for k in history[0]}
-    detections = jax.device_get(detection.pmapped_detection_predict_step()(state, {"image": images[None]}))
+    detections = jax.device_get(jax.pmap(lambda s, x: task.predict(s.variables, x))(state, images[None]))
     detections = {k: v[0] for k, v in detections.items()}
-    evaluator = detection.DetectionEvaluator()
-    evaluator.add(detections, instances=instances, labels=labels)
-    return {"history": history, "detections": detections, "metrics": evaluator.result(), "initial": params,
+    detection_metrics = metrics.DetectionMetrics()
+    detection_metrics.add(detections, instances=instances, labels=labels)
+    return {"history": history, "detections": detections, "metrics": detection_metrics.result(), "initial": params,
             "final": jax_utils.unreplicate(state).params}
 
 

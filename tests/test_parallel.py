@@ -32,7 +32,7 @@ def one_device(tmp_path_factory, data_dir):
     from experiments import default
     config = default.get_config("tiny")
     config.data.data_dir = data_dir
-    data.prepare(config.data)  # once, before processes race to build it
+    data.resolve(config.data)  # once, before processes race to build it
     out = tmp_path_factory.mktemp("one") / "p.npz"
     subprocess.run([sys.executable, SCRIPT, str(out.parent / "w"), str(out), data_dir], env=_env(1), check=True,
                    timeout=300)

@@ -24,37 +24,39 @@ def test_tiny_run_writes_everything_and_refuses_to_overwrite(make_config, tmp_pa
     config = make_config()
     workdir = tmp_path / "run"
     record = train.train_and_evaluate(config, workdir)
-    assert 0.0 <= record["mean_iou"] <= 1.0 and record["num_images"] == data.prepare(config.data).split_sizes[
-        config.data.eval_split]
+    assert 0.0 <= record["val/mean_iou"] <= 1.0 and record["val/num_images"] == data.resolve(
+        config.data).split_sizes[config.data.eval_split]
     for name in ("config.json", "metrics.jsonl", "results.json", "results.md"):
         assert (workdir / name).is_file(), name
     assert list((workdir / "pictures").glob("*.png")) and list((workdir / "tensorboard").glob("events*"))
     lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines if x["split"] == "train"] == [2, 4]
-    assert json.loads((workdir / "results.json").read_text())["mean_iou"] == record["mean_iou"]
+    assert [x["step"] for x in lines if x["group"] == "train"] == [2, 4]
+    assert [x["step"] for x in lines if x["group"] == "val"] == [4]
+    assert json.loads((workdir / "results.json").read_text())["scalars"] == record
+    assert "| disc |" in (workdir / "results.md").read_text()
     with pytest.raises(train.FinishedRunError, match="already holds a finished run"):
         train.train_and_evaluate(config, workdir)
     config.model.base_width = 8
     config.train.steps = 6
     with pytest.raises(train.ConfigMismatchError, match="model.base_width: 4 → 8"):
         train.train_and_evaluate(config, workdir)
-    # eval mode never replaces an earlier evaluation of the same checkpoint; the CRF adds a record
+    # eval mode never replaces an earlier evaluation of the same checkpoint; the CRF evaluator adds its scalars
     first = train.evaluate(make_config(), workdir)
-    with_crf = make_config()
-    with_crf.eval.crf.enabled = True
-    second = train.evaluate(with_crf, workdir)
-    assert first["mean_iou"] == second["mean_iou"] == record["mean_iou"]
-    assert 0.0 <= second["crf"]["mean_iou"] <= 1.0 and 0.0 <= second["crf"]["boundary_accuracy"] <= 1.0
-    assert "crf" not in first
+    second = train.evaluate(make_config("default", "crf,tiny"), workdir)
+    assert first["val/mean_iou"] == second["val/mean_iou"] == record["val/mean_iou"]
+    assert 0.0 <= second["val_crf/mean_iou"] <= 1.0 and 0.0 <= second["val_crf/boundary_accuracy"] <= 1.0
+    assert not any(k.startswith("val_crf/") for k in first)
     assert len(list((workdir / "eval").glob("*.json"))) == 2
-    plain, crf = (np.asarray(Image.open(workdir / "eval" / f"validation_latest_step4{suffix}_predictions.png"))
-                  for suffix in ("", "_2"))
+    plain = np.asarray(Image.open(workdir / "eval" / "latest_step4_val_predictions.png"))
+    crf = np.asarray(Image.open(workdir / "eval" / "latest_step4_2_val_crf_predictions.png"))
     assert crf.shape[1] > plain.shape[1]  # the CRF column
+    on_test = train.evaluate(make_config(), workdir, split="train[:4]")
+    assert on_test["val/num_images"] == 4 and (workdir / "eval" / "latest_step4_train_4.json").is_file()
 
 
 def test_killed_run_resumes_to_the_same_result(make_config, tmp_path, monkeypatch):
     config = make_config()
-    config.train.steps, config.train.checkpoint_every, config.train.eval_every = 6, 2, 3
+    config.train.steps, config.train.checkpoint_every, config.evals.val.every = 6, 2, 3
     reference = train.train_and_evaluate(config, tmp_path / "a")
 
     real = data.train_batches
@@ -70,14 +72,13 @@ def test_killed_run_resumes_to_the_same_result(make_config, tmp_path, monkeypatc
         train.train_and_evaluate(config, tmp_path / "b")
     monkeypatch.setattr(data, "train_batches", real)
     resumed = train.train_and_evaluate(config, tmp_path / "b")
-    assert resumed["mean_iou"] == reference["mean_iou"]
-    assert resumed["iou"] == reference["iou"]
+    assert resumed == reference
     (step_a, params_a), (step_b, params_b) = _params(tmp_path / "a"), _params(tmp_path / "b")
     assert step_a == step_b == 6
     for a, b in zip(params_a, params_b):
         np.testing.assert_array_equal(a, b)
     steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-             if json.loads(x)["split"] == "train"]
+             if json.loads(x)["group"] == "train"]
     assert steps == sorted(set(steps)), "resumed log repeats steps"
 
 
@@ -99,51 +100,48 @@ def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(make_config, tmp_
     assert step == 2 and all(np.isfinite(p).all() for p in params)
 
 
-def test_label_out_of_range_is_named():
-    labels = np.array([[0, 1], [255, 7]])
-    with pytest.raises(ValueError, match=r"step 1 \(shapes\): label value 7 outside \[0, 5\)"):
-        loop.check_labels(labels, num_classes=5, ignore_index=255, where="training batch of step 1 (shapes)")
-    loop.check_labels(labels, num_classes=8, ignore_index=255, where="x")
-
-
 def test_nuclei_border_targets_report_instance_metrics(make_config, tmp_path):
     config = make_config("nuclei", "border_watershed,tiny")
     config.train.steps = 2
     record = train.train_and_evaluate(config, tmp_path / "nuclei")
-    assert list(record["iou"]) == ["background", "interior", "border"]
-    inst = record["instances"]
-    assert inst["num_images"] == record["num_images"] == data.prepare(config.data).split_sizes["validation"]
+    assert [k for k in record if k.startswith("val/iou/")] == ["val/iou/background", "val/iou/interior",
+                                                                "val/iou/border"]
+    size = data.resolve(config.data).split_sizes["validation"]
+    assert record["val_instances/num_images"] == record["val/num_images"] == size
     for key in ("dsb", "AP", "AP50", "AP75", "PQ", "AJI"):
-        assert 0.0 <= inst[key] <= 1.0, key
-    assert inst["options"]["method"] == "watershed"
-    assert list((tmp_path / "nuclei" / "pictures").glob("validation_instances_step2.png"))
+        assert 0.0 <= record[f"val_instances/{key}"] <= 1.0, key
+    assert list((tmp_path / "nuclei" / "pictures").glob("val_instances_instances_step2.png"))
 
 
 def test_short_training_on_shapes_learns(make_config, tmp_path):
     # 300 steps on the 24 tiny training scenes, evaluated on the same scenes: predicting
     # background everywhere gives mIoU ≈ 0.14 and disc IoU 0; learning must beat both clearly.
     config = make_config()
-    config.train.steps = config.train.eval_every = config.train.checkpoint_every = config.train.log_every = 300
+    config.train.steps = config.evals.val.every = config.train.checkpoint_every = config.train.log_every = 300
     config.train.batch_size = 8
     config.model.base_width, config.model.depth = 8, 2
     config.data.eval_split = "train"
     record = train.train_and_evaluate(config, tmp_path / "learn")
-    assert record["mean_iou"] >= 0.22, record["iou"]
-    assert record["iou"]["disc"] >= 0.3 and record["iou"]["background"] >= 0.85, record["iou"]
+    assert record["val/mean_iou"] >= 0.22, record
+    assert record["val/iou/disc"] >= 0.3 and record["val/iou/background"] >= 0.85, record
 
 
 def test_mask_rcnn_trains_and_evaluates_in_the_same_loop(make_config, tmp_path):
     config = make_config("mask_rcnn", "shapes,tiny")
     config.train.steps = 2
     record = train.train_and_evaluate(config, tmp_path / "mrcnn")
-    assert record["num_images"] == data.prepare(config.data).split_sizes["validation"]
+    assert record["val/num_images"] == data.resolve(config.data).split_sizes["validation"]
     for key in ("mask_AP", "mask_AP50", "box_AP", "dsb"):
-        assert 0.0 <= record[key] <= 1.0, key
+        assert 0.0 <= record[f"val/{key}"] <= 1.0, key
     lines = [json.loads(x) for x in (tmp_path / "mrcnn" / "metrics.jsonl").read_text().splitlines()]
-    train_terms = {k for x in lines if x["split"] == "train" for k in x}
-    assert {"loss/rpn_objectness", "loss/rpn_box", "loss/class", "loss/box", "loss/mask"} <= train_terms
-    assert list((tmp_path / "mrcnn" / "pictures").glob("validation_instances_step2.png"))
+    train_terms = {k for x in lines if x["group"] == "train" for k in x}
+    assert {f"train/loss/{t}" for t in ("rpn_objectness", "rpn_box", "class", "box", "mask")} <= train_terms
+    assert list((tmp_path / "mrcnn" / "pictures").glob("val_instances_step2.png"))
     assert "mask_AP" in (tmp_path / "mrcnn" / "results.md").read_text()
+    # --mode=eval on a detection workdir logs and writes its own metrics (it used to look for mean_iou)
+    again = train.evaluate(config, tmp_path / "mrcnn", which="best")
+    assert again == record
+    assert list((tmp_path / "mrcnn" / "eval").glob("best_step2.json"))
 
 
 def _write_square_scenes(root, count: int, size: int = 48) -> None:
@@ -177,12 +175,12 @@ def test_mask_rcnn_config_trains_to_a_mask_ap(make_config, tmp_path):
     config.data.folder.update(images=str(tmp_path / "scenes" / "images"), labels=str(tmp_path / "scenes" / "labels"),
                               instances=str(tmp_path / "scenes" / "instances"), num_classes=3, val_fraction=0.2)
     config.data.crop_size, config.data.max_instances = (48, 48), 8
-    config.train.update(steps=MASK_RCNN_STEPS, batch_size=8, eval_every=MASK_RCNN_STEPS, log_every=50,
-                        checkpoint_every=MASK_RCNN_STEPS)
+    config.train.update(steps=MASK_RCNN_STEPS, batch_size=8, log_every=50, checkpoint_every=MASK_RCNN_STEPS)
+    config.evals.val.every = MASK_RCNN_STEPS
     record = train.train_and_evaluate(config, tmp_path / "run")
-    assert record["num_images"] == 12
+    assert record["val/num_images"] == 12
     # measured here: mask AP 0.69 (AP50 1.0), box AP 0.68, DSB 0.61
-    assert record["mask_AP"] >= 0.5 and record["mask_AP50"] >= 0.9 and record["box_AP"] >= 0.5, record
+    assert record["val/mask_AP"] >= 0.5 and record["val/mask_AP50"] >= 0.9 and record["val/box_AP"] >= 0.5, record
 
 
 MASK_RCNN_STEPS = 400
@@ -216,8 +214,8 @@ def test_class_weights_from_label_counts_reach_the_train_step(make_config, tmp_p
     monkeypatch.setattr(steps, "pmapped_train_step", spy)
     train.train_and_evaluate(config, tmp_path / "weighted")
     counts = np.zeros(6, np.int64)  # median-frequency weights recomputed here from the stored labels
-    source = data.get_source(config.data, "train")
+    source = data.resolve(config.data).source("train")
     for i in range(len(source)):
         counts += np.bincount(source[i]["label"].ravel(), minlength=256)[:6]
     freq = counts / counts.sum()
-    np.testing.assert_allclose(np.asarray(seen["class_weights"]), np.median(freq[freq > 0]) / freq, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(seen["task"].class_weights), np.median(freq[freq > 0]) / freq, rtol=1e-5)

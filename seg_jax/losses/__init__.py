@@ -5,11 +5,13 @@ Every pixel loss is called as::
     loss(logits [B, H, W, N], labels [B, H, W], *, weights=None, class_weights=None,
          ignore_index=255, axis_name=None) -> float32 scalar
 
+plus its own keyword-only options (e.g. `eps`), which `config.loss` sets:
+`{"cross_entropy": 1.0, "dice": {"weight": 1.0, "eps": 1e-6}}` (a bare number is the weight).
 Adding a loss is one function with that signature, one `LOSSES.register` line below and one test.
 """
 from __future__ import annotations
 
-from seg_jax.losses.combine import LOSSES, make_loss_fn
+from seg_jax.losses.combine import LOSSES, loss_options, make_loss_fn, parse_term
 from seg_jax.losses.cross_entropy import softmax_cross_entropy
 from seg_jax.losses.detection import (
     box_regression_loss,
@@ -25,7 +27,7 @@ LOSSES.register("cross_entropy")(softmax_cross_entropy)
 LOSSES.register("dice")(dice_loss)
 
 __all__ = [
-    "LOSSES", "make_loss_fn", "softmax_cross_entropy", "dice_loss",
+    "LOSSES", "loss_options", "make_loss_fn", "parse_term", "softmax_cross_entropy", "dice_loss",
     # Mask R-CNN terms: their own signatures, so not in the pixel-loss registry.
     "box_regression_loss", "class_loss", "mask_loss", "rpn_box_loss", "rpn_objectness_loss", "smooth_l1",
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from seg_jax.labels import IGNORE_INDEX
 
 
 def pixel_weights(
@@ -11,7 +12,7 @@ def pixel_weights(
         num_classes: int,
         weights: jax.Array | None = None,
         class_weights: jax.Array | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
 ) -> jax.Array:
     """Per-pixel loss weights `[B, H, W]` float32: class_weights[label] · weights, 0 where ignored.
 

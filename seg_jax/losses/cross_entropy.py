@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from seg_jax.losses.common import global_normalizer, pixel_weights
+from seg_jax.labels import IGNORE_INDEX
 
 
 def softmax_cross_entropy(
@@ -13,7 +14,7 @@ def softmax_cross_entropy(
         *,
         weights: jax.Array | None = None,
         class_weights: jax.Array | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         axis_name: str | None = None,
 ) -> jax.Array:
     """Weighted mean cross-entropy Σ(w·ce) / Σw over non-ignored pixels.

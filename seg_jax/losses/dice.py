@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from seg_jax.losses.common import pixel_weights
+from seg_jax.labels import IGNORE_INDEX
 
 
 def dice_loss(
@@ -13,7 +14,7 @@ def dice_loss(
         *,
         weights: jax.Array | None = None,
         class_weights: jax.Array | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         eps: float = 1e-6,
         axis_name: str | None = None,
 ) -> jax.Array:

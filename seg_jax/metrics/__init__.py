@@ -1,9 +1,11 @@
-"""Metrics: semantic (confusion-matrix based) and instance metrics."""
+"""Metrics: semantic (confusion-matrix based), instance and detection metrics, as pure functions and
+host-side accumulators (`InstanceMetrics`, `DetectionMetrics`) that the evaluators feed image by image."""
 from __future__ import annotations
 
+from seg_jax.metrics.detection import DETECTION_DEFINITIONS, DetectionMetrics, coco_box_ap, detections_to_instances
 from seg_jax.metrics.instance import (
     INSTANCE_DEFINITIONS,
-    InstanceEvaluator,
+    InstanceMetrics,
     aggregated_jaccard_index,
     coco_ap,
     coco_mask_ap,
@@ -22,7 +24,8 @@ from seg_jax.metrics.semantic import (
 )
 
 __all__ = [
-    "INSTANCE_DEFINITIONS", "InstanceEvaluator", "aggregated_jaccard_index", "coco_ap", "coco_mask_ap", "dsb_score",
+    "DETECTION_DEFINITIONS", "DetectionMetrics", "coco_box_ap", "detections_to_instances",
+    "INSTANCE_DEFINITIONS", "InstanceMetrics", "aggregated_jaccard_index", "coco_ap", "coco_mask_ap", "dsb_score",
     "panoptic_quality",
     "DEFINITIONS", "batched_confusion_matrix", "confusion_matrix", "dice_per_class", "iou_per_class",
     "mean_iou", "pixel_accuracy", "summarize",

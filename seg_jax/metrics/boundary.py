@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from seg_jax.labels import IGNORE_INDEX
 
 
-def boundary_band(labels: jax.Array, *, width: int, ignore_index: int = 255) -> jax.Array:
+def boundary_band(labels: jax.Array, *, width: int, ignore_index: int = IGNORE_INDEX) -> jax.Array:
     """Pixels within `width` px (Chebyshev distance) of a change of true label: bool `[B, H, W]`.
 
     Args:
@@ -27,7 +28,7 @@ def boundary_band(labels: jax.Array, *, width: int, ignore_index: int = 255) -> 
     return band & valid
 
 
-def boundary_counts(predictions: jax.Array, labels: jax.Array, *, width: int, ignore_index: int = 255,
+def boundary_counts(predictions: jax.Array, labels: jax.Array, *, width: int, ignore_index: int = IGNORE_INDEX,
                     example_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """(correct, total) int32 pixel counts inside the boundary band; accuracy = correct / total.
 

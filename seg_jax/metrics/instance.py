@@ -8,7 +8,7 @@ Conventions:
   * A predicted and a true instance match when their IoU is strictly above the threshold; for thresholds >= 0.5
     a match is necessarily one-to-one, so no assignment problem arises.
   * An image with no true and no predicted instance is a perfect answer: its per-image DSB score, PQ, SQ, RQ
-    and AJI are 1.0. It adds nothing to the set-level sums of `InstanceEvaluator`.
+    and AJI are 1.0. It adds nothing to the set-level sums of `InstanceMetrics`.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from pycocotools.cocoeval import COCOeval
 
 DSB_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # 0.5:0.05:0.95 (linspace avoids arange's rounding drift)
 
-# Stated in evaluation records beside the numbers of `InstanceEvaluator.result()`.
+# Stated in evaluation records beside the numbers of `InstanceMetrics.result()`.
 INSTANCE_DEFINITIONS = {
     "dsb": "per image, TP / (TP + FP + FN) with matches at IoU > t, averaged over t = 0.5:0.05:0.95; then the "
            "mean over images (Data Science Bowl 2018)",
@@ -81,7 +81,7 @@ def dsb_score(pred: np.ndarray, true: np.ndarray) -> float:
     For each IoU threshold t in 0.5, 0.55, ..., 0.95: TP / (TP + FP + FN), a TP being a predicted instance whose
     IoU with a true instance is above t, FP an unmatched prediction, FN an unmatched true instance; averaged over
     the 10 thresholds. 1.0 when both maps are empty, 0.0 when exactly one is. The competition score is the mean
-    over images (`InstanceEvaluator`).
+    over images (`InstanceMetrics`).
 
     Args:
       pred, true: int `[H, W]` instance maps, 0 = background.
@@ -254,16 +254,16 @@ def coco_mask_ap(
     return coco_ap(images, truths, detections, iou_type="segm", max_detections=max_detections)
 
 
-class InstanceEvaluator:
+class InstanceMetrics:
     """Accumulates instance metrics over an evaluation set, one image at a time.
 
     Usage::
 
-        evaluator = InstanceEvaluator()
+        metrics = InstanceMetrics()
         for probabilities, true in examples:
             pred = instances_from_semantic(probabilities, ...)
-            evaluator.add(pred, true, scores=instance_scores(probabilities, pred))
-        evaluator.result()
+            metrics.add(pred, true, scores=instance_scores(probabilities, pred))
+        metrics.result()
 
     `result()` reports
       * `dsb`: the mean over images of `dsb_score` (the competition's definition);

@@ -4,6 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from seg_jax.labels import IGNORE_INDEX
 
 # Stated in every evaluation record so a number can be traced to its definition.
 DEFINITIONS = {
@@ -23,7 +24,7 @@ def confusion_matrix(
     labels: jax.Array,
     *,
     num_classes: int,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     weights: jax.Array | None = None,
 ) -> jax.Array:
     """Counts `[N, N]` int32 with rows = truth, columns = prediction (jit-able).
@@ -42,7 +43,7 @@ def confusion_matrix(
     return counts.reshape(num_classes, num_classes).astype(jnp.int32)
 
 
-def batched_confusion_matrix(predictions, labels, *, num_classes, ignore_index=255):
+def batched_confusion_matrix(predictions, labels, *, num_classes, ignore_index=IGNORE_INDEX):
     """One confusion matrix per image: `[B, ...]` → `[B, N, N]` int32."""
     fn = lambda p, t: confusion_matrix(p, t, num_classes=num_classes, ignore_index=ignore_index)
     return jax.vmap(fn)(predictions, labels)
@@ -81,7 +82,7 @@ def _nanmean(values: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")
 
 
-def summarize(cm, *, class_names, per_image_ious=None, ignore_index=255) -> dict:
+def summarize(cm, *, class_names, per_image_ious=None, ignore_index=IGNORE_INDEX) -> dict:
     """The evaluation record: dataset-level metrics, per-class IoU/Dice by name, and definitions."""
     # Counts of a whole split can pass float32's exact range; the host works in float64.
     cm = np.asarray(cm, np.float64)

@@ -1,18 +1,18 @@
-"""Builds everything an experiment config names: model, loss, optimiser, schedule.
+"""Builds everything an experiment config names: the task (model and loss), optimiser and schedule.
 
 Building needs no data on disk, so every config under `experiments/` is built by a test.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any
 
 import flax.linen as nn
 import ml_collections
 import numpy as np
 import optax
 
-from seg_jax import losses, models
+from seg_jax import models, tasks
 from seg_jax.train import optim
 from seg_jax.train.steps import AXIS
 
@@ -20,11 +20,9 @@ from seg_jax.train.steps import AXIS
 @dataclasses.dataclass(frozen=True)
 class Experiment:
     init_model: nn.Module    # BatchNorm without a device axis, for `init` outside pmap
-    apply_model: nn.Module   # BatchNorm synchronised over the pmapped "batch" axis
-    loss_fn: Callable | None  # semantic models: the combined pixel loss; detection: None
+    task: Any                # a seg_jax.tasks task around the model applied in the pmapped step
     learning_rate_fn: optax.Schedule
     tx: optax.GradientTransformation
-    task: str = "semantic"   # or "detection" (Mask R-CNN: config.loss weights its five terms)
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict:
@@ -33,8 +31,8 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict:
     return kwargs
 
 
-def build_experiment(config: ml_collections.ConfigDict, *, num_classes: int) -> Experiment:
-    """Model, loss, schedule and optimiser from `config`; unknown names raise listing valid ones."""
+def _models(config: ml_collections.ConfigDict, *, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """(init model, apply model): the same network, the second with BatchNorm synchronised over devices."""
     kwargs = model_kwargs(config)
     init_model = models.create_model(config.model.name, num_classes=num_classes, **kwargs)
     apply_model = models.create_model(config.model.name, num_classes=num_classes, norm_axis_name=AXIS, **kwargs)
@@ -45,30 +43,15 @@ def build_experiment(config: ml_collections.ConfigDict, *, num_classes: int) -> 
         crf = CRFLayer(**{k: v for k, v in crf_cfg.to_dict().items() if k != "enabled"})
         wrap = lambda m: WithCRF(backbone=m, crf=crf, mean=tuple(config.data.mean), std=tuple(config.data.std))
         init_model, apply_model = wrap(init_model), wrap(apply_model)
+    return init_model, apply_model
+
+
+def build_experiment(config: ml_collections.ConfigDict, *, num_classes: int,
+                     class_weights: np.ndarray | None = None) -> Experiment:
+    """Task (model + loss), schedule and optimiser from `config`; unknown names raise listing valid ones."""
+    init_model, apply_model = _models(config, num_classes=num_classes)
+    task = tasks.create_task(config, model=apply_model, num_classes=num_classes, class_weights=class_weights)
     schedule = optim.make_schedule(config.schedule, base_lr=config.optimizer.learning_rate,
                                    total_steps=config.train.steps)
-    task = getattr(models.MODELS.get(config.model.name), "task", "semantic")
-    if task == "detection":
-        from seg_jax.models.mask_rcnn import LOSS_TERMS
-        unknown = sorted(set(config.loss) - set(LOSS_TERMS))
-        if unknown:
-            raise KeyError(f"unknown Mask R-CNN loss term(s) {unknown} in config.loss; valid names: "
-                           f"{', '.join(LOSS_TERMS)}")
-    return Experiment(
-        init_model=init_model,
-        apply_model=apply_model,
-        loss_fn=losses.make_loss_fn(config.loss.to_dict()) if task == "semantic" else None,
-        learning_rate_fn=schedule,
-        tx=optim.make_optimizer(config.optimizer, schedule),
-        task=task,
-    )
-
-
-def class_weights_for(config: ml_collections.ConfigDict) -> np.ndarray | None:
-    """Class weights from the training split's label statistics, or None (`config.class_weights`)."""
-    method = config.get("class_weights", None)
-    if not method:
-        return None
-    from seg_jax import data  # deferred: reading statistics touches the dataset on disk
-    counts = data.class_pixel_counts(config.data, split=config.data.train_split)
-    return data.class_weights_from_counts(counts, method=method)
+    return Experiment(init_model=init_model, task=task, learning_rate_fn=schedule,
+                      tx=optim.make_optimizer(config.optimizer, schedule))

@@ -7,9 +7,11 @@ import pathlib
 import ml_collections
 from absl import logging
 
-# Keys that may change when a run is resumed: they do not change what is computed.
-RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
-                     "data.num_workers", "data.prefetch", "eval.num_pictures", "data.data_dir")
+# Keys that may change when a run is resumed: they do not change what is trained. Evaluation settings
+# (`evals.*`) only change what is measured.
+RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every", "data.num_workers",
+                     "data.prefetch", "data.data_dir")
+RESUMABLE_PREFIXES = ("evals.",)
 
 
 class FinishedRunError(RuntimeError):
@@ -47,7 +49,8 @@ def check_resume(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, la
         return
     old = _flatten(json.loads(saved.read_text()))
     new = _flatten(json.loads(config_to_json(config)))
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+                     and not k.startswith(RESUMABLE_PREFIXES))
     if changed:
         detail = "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in changed)
         raise ConfigMismatchError(
@@ -72,19 +75,29 @@ def unique_path(path: pathlib.Path) -> pathlib.Path:
     return candidate
 
 
-def results_table(record: dict, *, title: str) -> str:
-    """Markdown table of an evaluation record: headline metrics, then per-class IoU and Dice."""
-    lines = [f"## {title}", "", "| metric | value |", "| --- | --- |"]
-    for key, value in record.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            lines.append(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |")
-    if "iou" in record:
-        lines += ["", "| class | IoU | Dice |", "| --- | --- | --- |"]
-        for name, iou in record["iou"].items():
-            lines.append(f"| {name} | {iou:.4f} | {record['dice'][name]:.4f} |")
-    for name in ("crf", "instances"):
-        if name in record:
-            lines += ["", f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in record[name].items()
-                                                 if isinstance(v, float))]
-    lines += ["", "Definitions:", ""] + [f"- {k}: {v}" for k, v in record["definition"].items()]
-    return "\n".join(lines) + "\n"
+def results_table(scalars: dict[str, float], definitions: dict[str, dict[str, str]], *, title: str) -> str:
+    """Markdown of flat evaluator scalars: per evaluator its headline metrics (`<name>/<metric>`), then one table of
+    its per-class metrics (`<name>/<metric>/<class>`: a row per class, a column per metric), then definitions."""
+    lines = [f"## {title}", ""]
+    for name in dict.fromkeys(key.split("/", 1)[0] for key in scalars):
+        mine = {k.split("/", 1)[1]: v for k, v in scalars.items() if k.startswith(name + "/")}
+        lines += [f"### {name}", "", "| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {_format(v)} |" for k, v in mine.items() if "/" not in k]
+        per_class: dict[str, dict[str, float]] = {}
+        for key, value in mine.items():
+            if "/" in key:
+                metric, cls = key.split("/", 1)
+                per_class.setdefault(cls, {})[metric] = value
+        if per_class:
+            columns = list(dict.fromkeys(m for row in per_class.values() for m in row))
+            lines += ["", "| class | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
+            lines += [f"| {cls} | " + " | ".join(_format(row.get(m, float("nan"))) for m in columns) + " |"
+                      for cls, row in per_class.items()]
+        if definitions.get(name):
+            lines += ["", "Definitions:", ""] + [f"- {k}: {v}" for k, v in definitions[name].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _format(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) >= 1 else f"{value:.4f}"

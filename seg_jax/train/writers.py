@@ -10,18 +10,6 @@ import numpy as np
 from absl import logging
 
 
-def _scalars(record: dict, prefix: str = "") -> dict[str, float]:
-    """Flattens nested dicts of numbers (e.g. per-class IoU) to `a/b` scalar names."""
-    out = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_scalars(value, name + "/"))
-        elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out
-
-
 class MetricWriter:
     """Writes scalars and images of one run into its workdir.
 
@@ -49,15 +37,18 @@ class MetricWriter:
         from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
         self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
 
-    def scalars(self, step: int, split: str, record: dict) -> None:
+    def scalars(self, step: int, group: str, scalars: dict[str, float]) -> None:
+        """One `metrics.jsonl` line `{"step", "group", **scalars}` and a TensorBoard scalar per finite value.
+
+        `scalars` are flat and named with their group's prefix (`train/loss`, `val/mean_iou`, `val/iou/disc`).
+        """
         if not self.enabled:
             return
-        flat = _scalars(record)
         with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, "split": split, **record}, default=float) + "\n")
-        for name, value in flat.items():
+            f.write(json.dumps({"step": step, "group": group, **scalars}, default=float) + "\n")
+        for name, value in scalars.items():
             if math.isfinite(value):
-                self._tb.add_scalar(f"{split}/{name}", value, step)
+                self._tb.add_scalar(name, value, step)
         self._tb.flush()
 
     def progress(self, step: int, record: dict) -> None:

@@ -1,80 +1,18 @@
-"""Mask R-CNN training and prediction steps (pmapped like `seg_jax.train.steps`) and their host-side evaluation.
+"""Detection metrics: COCO mask and box AP and the DSB score of Mask R-CNN-style detections, image by image.
 
-Batches carry, besides ``image`` float32 ``[b, h, w, 3]``, the padded ground truth of
-`seg_jax.data.detection.batched_instances_to_targets` (computed on the host after augmentation): ``boxes``
-float32 ``[b, G, 4]``, ``classes`` int32 ``[b, G]``, ``masks`` uint8 ``[b, G, h, w]``, ``valid`` bool ``[b, G]``.
+Detections are those of `seg_jax.models.MaskRCNN.__call__` (boxes ``[K, 4]``, scores, classes, valid ``[K]``, pasted
+mask probabilities ``[K, H, W]``); the truth is an instance-id map with its class map.
 """
 from __future__ import annotations
 
-import functools
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
-import flax.linen as nn
-import jax
 import numpy as np
-import optax
 
-from seg_jax import metrics
-from seg_jax.data.detection import TARGET_KEYS, instances_to_targets
-from seg_jax.train.state import TrainState
-from seg_jax.train.steps import AXIS
+from seg_jax.data.detection import instances_to_targets
+from seg_jax.labels import IGNORE_INDEX
+from seg_jax.metrics.instance import coco_ap, coco_mask_ap, dsb_score
 
-
-def detection_train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, model: nn.Module,
-                         learning_rate_fn: optax.Schedule, loss_weights: Mapping[str, float] | None = None,
-                         axis_name: str = AXIS) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimiser step on one device's shard (call under pmap), as `seg_jax.train.steps.train_step`.
-
-    Args:
-      state: replicated train state of a `MaskRCNN`.
-      batch: ``image`` and the ground-truth keys of the module docstring.
-      rng: the run's base key, folded with the step and the device index (anchor and RoI sampling).
-      model: the `MaskRCNN` whose ``loss_terms`` is applied (BatchNorm axis ``axis_name`` if it uses BatchNorm).
-      loss_weights: optional weight per loss term (`seg_jax.models.mask_rcnn.LOSS_TERMS`), default 1 each.
-    Returns:
-      The new state and metrics averaged over devices: ``loss`` (the weighted sum), ``loss/<term>`` for the five
-      terms (each normalised over the global batch), ``learning_rate``, ``grad_norm``.
-    """
-    missing = [key for key in ("image", *TARGET_KEYS) if key not in batch]
-    if missing:
-        raise KeyError(f"detection_train_step: the batch lacks {missing}; add the ground truth of "
-                       "seg_jax.data.detection.batched_instances_to_targets(batch['instances'], batch['label'], ...)")
-    weights = dict(loss_weights or {})
-    rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(axis_name))
-    targets = {key: batch[key] for key in TARGET_KEYS}
-
-    def compute_loss(params):
-        terms, updates = model.apply({**state.variables, "params": params}, batch["image"], targets, key=rng,
-                                     train=True, axis_name=axis_name, method=model.loss_terms,
-                                     mutable=["batch_stats"])
-        return sum(weights.get(name, 1.0) * value for name, value in terms.items()), (terms, updates)
-
-    (total, (terms, updates)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
-    grads = jax.lax.pmean(grads, axis_name)
-    new_state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats))
-    out = jax.lax.pmean({"loss": total, **{f"loss/{name}": value for name, value in terms.items()}}, axis_name)
-    out["learning_rate"] = learning_rate_fn(state.step)
-    out["grad_norm"] = optax.tree_utils.tree_norm(grads)
-    return new_state, out
-
-
-def detection_predict_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """Detections of one device's ``image [b, h, w, 3]`` (see `MaskRCNN.__call__`): boxes ``[b, K, 4]``, scores,
-    classes, valid ``[b, K]`` and pasted mask probabilities ``[b, K, h, w]``."""
-    return state.apply_fn(state.variables, batch["image"], train=False)
-
-
-def pmapped_detection_train_step(**options) -> Callable:
-    """`detection_train_step` bound to its options, pmapped over local devices; the state is donated."""
-    return jax.pmap(functools.partial(detection_train_step, **options), axis_name=AXIS, in_axes=(0, 0, None),
-                    donate_argnums=(0,))
-
-
-def pmapped_detection_predict_step() -> Callable:
-    return jax.pmap(detection_predict_step, axis_name=AXIS)
-
-
-# ---------------------------------------------------------------------------------------------- host evaluation
 def detections_to_instances(masks: np.ndarray, valid: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
     """Instance map int32 ``[H, W]`` of detections sorted by decreasing score: masks ``[K, H, W]``, valid ``[K]``.
 
@@ -111,7 +49,7 @@ def coco_box_ap(pred_boxes: Sequence[np.ndarray], pred_scores: Sequence[np.ndarr
             area = float((box[2] - box[0]) * (box[3] - box[1]))
             truths.append(annotation(box, category, index + 1, id=len(truths) + 1, area=area, iscrowd=0))
         detections += [annotation(b, c, index + 1, score=float(s)) for b, s, c in zip(boxes, scores, classes)]
-    return metrics.coco_ap(images, truths, detections, iou_type="bbox", max_detections=max_detections)
+    return coco_ap(images, truths, detections, iou_type="bbox", max_detections=max_detections)
 
 
 DETECTION_DEFINITIONS = {
@@ -123,16 +61,16 @@ DETECTION_DEFINITIONS = {
 }
 
 
-class DetectionEvaluator:
+class DetectionMetrics:
     """Accumulates Mask R-CNN detections against ground-truth instance maps, batch by batch.
 
     Usage::
 
-        evaluator = DetectionEvaluator(ignore_index=255)
+        metrics = DetectionMetrics()
         for batch in eval batches:   # flattened to [N, ...]
-            evaluator.add(jax.device_get(detections), instances=batch["instances"], labels=batch["label"],
+            metrics.add(jax.device_get(detections), instances=batch["instances"], labels=batch["label"],
                           example_mask=batch["mask"])
-        evaluator.result()
+        metrics.result()
 
     `result()` reports ``mask_AP``, ``mask_AP50``, ``mask_AP75`` (COCO mask AP by `metrics.coco_mask_ap`, detection
     masks thresholded at ``mask_threshold`` and made disjoint by score), ``box_AP``, ``box_AP50``, ``box_AP75``
@@ -140,7 +78,7 @@ class DetectionEvaluator:
     is every instance of the maps with a foreground class (`instances_to_targets` with no cap).
     """
 
-    def __init__(self, *, mask_threshold: float = 0.5, ignore_index: int = 255) -> None:
+    def __init__(self, *, mask_threshold: float = 0.5, ignore_index: int = IGNORE_INDEX) -> None:
         self.mask_threshold = mask_threshold
         self.ignore_index = ignore_index
         self._images: list[dict] = []
@@ -167,13 +105,13 @@ class DetectionEvaluator:
     def result(self) -> dict[str, float]:
         """The metrics of the class docstring (NaN APs before any image with an instance)."""
         images = self._images
-        mask_ap = metrics.coco_mask_ap(
+        mask_ap = coco_mask_ap(
             [i["pred_map"] for i in images], [i["scores"] for i in images], [i["true_map"] for i in images],
             pred_classes=[np.concatenate([[0], i["classes"]]) for i in images],
             true_classes=[np.concatenate([[0], i["true_classes"]]) for i in images])
         box_ap = coco_box_ap([i["boxes"] for i in images], [i["scores"][i["valid"]] for i in images],
                              [i["classes"][i["valid"]] for i in images], [i["true_boxes"] for i in images],
                              [i["true_classes"] for i in images])
-        dsb = [metrics.dsb_score(i["pred_map"], i["true_map"]) for i in images]
+        dsb = [dsb_score(i["pred_map"], i["true_map"]) for i in images]
         return {**{f"mask_{k}": v for k, v in mask_ap.items()}, **{f"box_{k}": v for k, v in box_ap.items()},
                 "dsb": float(np.mean(dsb)) if dsb else float("nan"), "num_images": len(images)}

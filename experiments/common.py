@@ -1,0 +1,89 @@
+"""Helpers shared by the experiment configs (not an experiment itself: it has no `get_config`).
+
+Building a config imports neither TFDS nor grain: only `ml_collections` and `seg_jax.data.config`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+from seg_jax.data.config import base_config as data_config
+
+
+def split_arg(arg: str | None, *, variants, default: str, what: str) -> tuple[str, bool]:
+    """`"variant[,tiny]"` → (variant, tiny?); an unknown variant or size lists the valid ones."""
+    variant, _, size = (arg or default).partition(",")
+    if variant not in variants:
+        raise ValueError(f"unknown {what} variant {variant!r}; valid: {', '.join(variants)}")
+    if size not in ("", "tiny"):
+        raise ValueError(f"unknown size {size!r} in config argument {arg!r}; valid: 'tiny'")
+    return variant, size == "tiny"
+
+
+def crf_options() -> dict[str, Any]:
+    """Dense-CRF parameters (pydensecrf's names) and the grid method's settings, for evaluators of type `crf`."""
+    return {"iterations": 5, "gaussian_sxy": 3.0, "gaussian_compat": 3.0, "bilateral_sxy": 80.0,
+            "bilateral_srgb": 13.0, "bilateral_compat": 10.0, "method": "grid",
+            "downsample": config_dict.placeholder(int), "modes": 16}
+
+
+def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
+    """Every section an experiment has, at the defaults of the CPU-sized runs on the built-in data.
+
+    Sections: seed, data (`seg_jax.data.config.base_config`), model, task (None = the model's), loss,
+    class_weights, optimizer, schedule, train, evals (named evaluators, `seg_jax.evaluators`), crf_layer.
+    """
+    config = ml_collections.ConfigDict()
+    config.name = "experiment"
+    config.seed = 0
+    config.data = data_config(dataset)
+    config.model = ml_collections.ConfigDict({"name": "unet"})
+    config.task = config_dict.placeholder(str)  # None: the model's registry entry says (semantic / detection)
+    # The task's loss terms: a weight, or {"weight": w, <the loss's options>}.
+    config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0})
+    # None, "inverse_frequency" or "median_frequency" (from the training split's label counts).
+    config.class_weights = config_dict.placeholder(str)
+    config.optimizer = ml_collections.ConfigDict(
+        {"name": "adamw", "learning_rate": 3e-3, "weight_decay": 1e-4, "momentum": 0.9, "grad_clip_norm": 1.0})
+    config.schedule = ml_collections.ConfigDict({"name": "cosine", "warmup_steps": 50, "end_factor": 0.01,
+                                                 "power": 0.9})
+    config.train = ml_collections.ConfigDict({
+        "steps": 1500,
+        "batch_size": 8,           # global, split over all devices of all processes
+        "log_every": 100,
+        "checkpoint_every": 250,
+        "keep_checkpoints": 2,
+        "best_metric": "val/mean_iou",  # a scalar of config.evals, checked before the first step
+        "best_mode": "max",
+    })
+    # Named evaluators (seg_jax.evaluators); split defaults to data.eval_split, every = 0: only at the end.
+    config.evals = ml_collections.ConfigDict({"val": semantic_eval(every=750)})
+    # CRF-as-RNN: train through a dense CRF with learnable Potts weights on top of the model.
+    config.crf_layer = ml_collections.ConfigDict({
+        "enabled": False, "iterations": 5, "gaussian_sxy": 3.0, "bilateral_sxy": 80.0, "bilateral_srgb": 13.0,
+        "gaussian_compat_init": 3.0, "bilateral_compat_init": 10.0, "method": "grid",
+        "downsample": config_dict.placeholder(int), "modes": 16})
+    return config
+
+
+def semantic_eval(*, every: int, **options) -> dict[str, Any]:
+    return {"type": "semantic", "every": every, "batch_size": 32, "num_pictures": 6, "boundary_width": 3, **options}
+
+
+def crf_eval(*, every: int = 0) -> dict[str, Any]:
+    return {"type": "crf", "every": every, "batch_size": 32, "num_pictures": 6, "boundary_width": 3,
+            **crf_options()}
+
+
+def shrink_for_tests(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The test-sized run of any config: tiny data, 4 steps, small eval batches. The model is each file's."""
+    config.name += "_tiny"
+    config.data.variant = "tiny"
+    config.data.crop_size = (32, 32)
+    config.train.update(steps=4, batch_size=4, log_every=2, checkpoint_every=2)
+    config.schedule.warmup_steps = 1
+    for entry in config.evals.values():
+        entry.update(every=4, batch_size=8, num_pictures=2)
+    return config

@@ -1,0 +1,56 @@
+"""`type: detection`: COCO mask and box AP and the DSB score of a detection model's outputs over a split."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from seg_jax import data, metrics
+from seg_jax.evaluators.base import Evaluator, to_host
+from seg_jax.evaluators.instances import instance_picture
+
+DETECTION_SCALARS = ("mask_AP", "mask_AP50", "mask_AP75", "box_AP", "box_AP50", "box_AP75", "dsb", "num_images")
+
+
+class DetectionEvaluator(Evaluator):
+    """Detections of `task.predict` against every instance of the true maps (`metrics.DetectionMetrics`).
+    Options: `mask_threshold` (detection masks are binarised at it)."""
+
+    OPTIONS: ClassVar[dict] = {"mask_threshold": 0.5}
+    DEFINITIONS: ClassVar[dict[str, str]] = dict(metrics.DETECTION_DEFINITIONS)
+    needs_instances: ClassVar[bool] = True
+
+    def scalar_names(self) -> list[str]:
+        return list(DETECTION_SCALARS)
+
+    def device_fn(self, state, batch):
+        return self.task.predict(state.variables, batch["image"])
+
+    def reset(self) -> None:
+        self._metrics = metrics.DetectionMetrics(mask_threshold=float(self.options["mask_threshold"]),
+                                                 ignore_index=int(self.data_cfg.ignore_index))
+        self._first: dict | None = None
+
+    def process(self, outputs, batch) -> None:
+        out = to_host(outputs)
+        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
+        self._metrics.add(out, instances=flat["instances"], labels=flat["label"], example_mask=flat["mask"])
+        if self._first is None and self.num_pictures:
+            keep = np.flatnonzero(flat["mask"] > 0)[:self.num_pictures]
+            threshold = float(self.options["mask_threshold"])
+            self._first = {
+                "image": flat["image"][keep],
+                "pairs": [(flat["instances"][i], metrics.detections_to_instances(out["masks"][i], out["valid"][i],
+                                                                                 threshold=threshold)) for i in keep],
+                "boxes": [(out["boxes"][i][out["valid"][i]], out["classes"][i][out["valid"][i]]) for i in keep]}
+
+    def evaluate(self) -> dict[str, float]:
+        result = self._metrics.result()
+        return {k: result[k] for k in DETECTION_SCALARS}
+
+    def pictures(self) -> dict[str, np.ndarray]:
+        if not self._first or not len(self._first["image"]):
+            return {}
+        images = data.denormalize(self._first["image"], self.data_cfg)
+        return {"instances": instance_picture(images, self._first["pairs"], boxes=self._first["boxes"],
+                                              num_classes=len(self.class_names))}

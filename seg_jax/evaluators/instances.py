@@ -1,0 +1,88 @@
+"""`type: instances`: instances from each image's class probabilities (host side), scored against the true ids."""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import jax
+import numpy as np
+
+from seg_jax import data, metrics, postprocess, visualize
+from seg_jax.evaluators.base import Evaluator, to_host
+
+INSTANCE_SCALARS = ("dsb", "AP", "AP50", "AP75", "PQ", "SQ", "RQ", "PQ_per_image", "AJI", "AJI_per_image",
+                    "num_images")
+
+
+def instance_picture(images: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], *,
+                     boxes: list[tuple[np.ndarray, np.ndarray]] | None = None, num_classes: int = 1) -> np.ndarray:
+    """A grid with one row per example: image | true instances | predicted instances (one colour each);
+    with detections' `(boxes, classes)`, their boxes drawn in class colours on the image and the prediction."""
+    rows = []
+    for i, (image, (t, p)) in enumerate(zip(images, pairs)):
+        row = [image, visualize.colorize_instances(t), visualize.colorize_instances(p)]
+        if boxes is not None:
+            row[0], row[2] = (visualize.draw_boxes(x, *boxes[i], num_classes=num_classes) for x in (row[0], row[2]))
+        rows.append(row)
+    return visualize.grid(rows)
+
+
+class InstancesEvaluator(Evaluator):
+    """Options: `per_class` (instances of every foreground class, for multi-class data such as `shapes`; else one
+    foreground) and `options` for `seg_jax.postprocess.instances_from_semantic` (method, markers, thresholds,
+    morphology). Pixels with the ignore label count as background for both prediction and truth.
+    """
+
+    OPTIONS: ClassVar[dict[str, Any]] = {"per_class": False, "options": {}}
+    DEFINITIONS: ClassVar[dict[str, str]] = dict(metrics.INSTANCE_DEFINITIONS)
+    needs_instances: ClassVar[bool] = True
+
+    def scalar_names(self) -> list[str]:
+        return list(INSTANCE_SCALARS)
+
+    def validate(self, dataset: Any) -> None:
+        super().validate(dataset)
+        if jax.process_count() > 1:
+            raise NotImplementedError(f"config.evals.{self.name}: instance metrics are computed on the host of a "
+                                      "single process; evaluate multi-host runs with --mode=eval in one process")
+
+    def device_fn(self, state, batch):
+        return {"probabilities": jax.nn.softmax(self.task.predict(state.variables, batch["image"]), -1)}
+
+    def reset(self) -> None:
+        self._metrics = metrics.InstanceMetrics()
+        self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._images: list[np.ndarray] = []
+
+    def _instances(self, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        options = dict(self.options["options"])
+        if self.options["per_class"]:
+            pred, class_of = postprocess.instances_per_class(probabilities, **options)
+            return pred, postprocess.instance_scores(probabilities, pred, class_of_instance=class_of)
+        pred = postprocess.instances_from_semantic(probabilities, **options)
+        return pred, postprocess.instance_scores(probabilities, pred)
+
+    def process(self, outputs, batch) -> None:
+        probabilities = to_host(outputs)["probabilities"]
+        flat = {k: batch[k].reshape(-1, *batch[k].shape[2:]) for k in ("image", "label", "instances", "mask")}
+        ignore = int(self.data_cfg.ignore_index)
+        real = flat["mask"] > 0
+        for p, label, true, image in zip(probabilities[real], flat["label"][real], flat["instances"][real],
+                                         flat["image"][real]):
+            ignored = label == ignore
+            p = np.where(ignored[..., None], np.eye(p.shape[-1], dtype=p.dtype)[0], p)
+            true = np.where(ignored, 0, true)
+            pred, scores = self._instances(p)
+            self._metrics.add(pred, true, scores=scores)
+            if len(self._pairs) < self.num_pictures:
+                self._pairs.append((true, pred))
+                self._images.append(image)
+
+    def evaluate(self) -> dict[str, float]:
+        result = self._metrics.result()
+        return {k: result.get(k, float("nan")) for k in INSTANCE_SCALARS}
+
+    def pictures(self) -> dict[str, np.ndarray]:
+        if not self._pairs:
+            return {}
+        images = data.denormalize(np.stack(self._images), self.data_cfg)
+        return {"instances": instance_picture(images, self._pairs)}
