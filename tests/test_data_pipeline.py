@@ -164,7 +164,8 @@ def test_eval_visits_every_example_once_with_padding_masked(ds):
                 if mask:
                     seen.append(index)
                     np.testing.assert_array_equal(batch["label"][0, row], source[index]["label"])
-                    np.testing.assert_array_equal(data.denormalize(batch["image"][0, row], ds.config), source[index]["image"])
+                    np.testing.assert_array_equal(data.denormalize(batch["image"][0, row], ds.config),
+                                                  source[index]["image"])
                 else:
                     assert index == -1
                     np.testing.assert_array_equal(batch["label"][0, row], 255)
