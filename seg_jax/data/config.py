@@ -58,7 +58,7 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
         weight_map_w0, weight_map_sigma: w0 and sigma (pixels) of the "unet" weight map.
             Any choice but targets = "semantic" with weight_map = None needs instance ids (nuclei, shapes,
             a folder converted with instances): the targets are computed once when the dataset is
-            prepared and stored in a derived dataset named after these values (`data.stored_targets`).
+            prepared and stored in a derived dataset named after these values (`data.derived.stored_targets`).
         num_workers: grain worker processes (0 = read in this process).
         prefetch: grain reader threads per process, and batches read ahead.
         folder: the `folder` dataset's sources (images, labels, instances dirs, num_classes,
