@@ -31,13 +31,22 @@ def out_of_range(labels: np.ndarray, *, num_classes: int, ignore_index: int = IG
     return np.unique(labels[bad])
 
 
+def label_range_problem(labels: np.ndarray, *, num_classes: int, ignore_index: int = IGNORE_INDEX) -> str | None:
+    """What is wrong with the range of `labels`, in words (the message of `check_label_range` after
+    "where: "), or None when every label is a class id in [0, num_classes) or ignore."""
+    bad = out_of_range(labels, num_classes=num_classes, ignore_index=ignore_index)
+    if not bad.size:
+        return None
+    return (f"label value(s) {bad[:8].tolist()} outside [0, {num_classes}) and not the ignore label "
+            f"{ignore_index}; check the dataset's labels or its number of classes")
+
+
 def check_label_range(labels: np.ndarray, *, num_classes: int, ignore_index: int = IGNORE_INDEX,
                       where: str) -> None:
     """Raises `LabelError` naming `where` when a label lies outside [0, num_classes) and is not ignore."""
-    bad = out_of_range(labels, num_classes=num_classes, ignore_index=ignore_index)
-    if bad.size:
-        raise LabelError(f"{where}: label value(s) {bad[:8].tolist()} outside [0, {num_classes}) and not the "
-                         f"ignore label {ignore_index}; check the dataset's labels or its number of classes")
+    problem = label_range_problem(labels, num_classes=num_classes, ignore_index=ignore_index)
+    if problem:
+        raise LabelError(f"{where}: {problem}")
 
 
 def instances_without_class(instances: np.ndarray, labels: np.ndarray, *,

@@ -12,8 +12,8 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from seg_jax import data
-from seg_jax.data import folder, folder_dataset, nuclei, public, shapes
-from seg_jax.data.datasets import load_builder
+from seg_jax.data import folder
+from seg_jax.data.sources import folder_importer, nuclei, public, shapes
 
 
 def tiny_config(name: str, data_dir) -> object:
@@ -24,29 +24,32 @@ def tiny_config(name: str, data_dir) -> object:
 
 
 @pytest.fixture(scope="module")
-def shapes_cfg(tmp_path_factory):
-    cfg = tiny_config("shapes", tmp_path_factory.mktemp("tfds"))
-    data.prepare(cfg)
-    return cfg
+def shapes_ds(tmp_path_factory):
+    return data.resolve(tiny_config("shapes", tmp_path_factory.mktemp("tfds")))
 
 
-def examples_by_id(cfg, split: str) -> dict[str, dict]:
-    source = data.get_source(cfg, split)
+def examples_by_id(ds, split: str) -> dict[str, dict]:
+    source = ds.source(split)
     return {example["id"]: example for example in (source[i] for i in range(len(source)))}
 
 
 # ---------------------------------------------------------------- registry and config
 
 
-def test_unknown_names_list_the_valid_ones(shapes_cfg):
-    with pytest.raises(KeyError, match="cityscapes.*folder.*nuclei.*oxford_iiit_pet.*shapes"):
+def test_unknown_names_list_the_valid_ones(shapes_ds):
+    with pytest.raises(KeyError, match="unknown dataset 'shapez'.*cityscapes.*folder.*nuclei.*oxford_iiit_pet.*shapes"):
         data.base_config("shapez")
-    cfg = shapes_cfg.copy_and_resolve_references()
+    cfg = shapes_ds.config.as_configdict().copy_and_resolve_references()
     cfg.variant = "huge"
     with pytest.raises(KeyError, match="'huge'.*default, tiny"):
-        data.prepare(cfg)
+        data.resolve(cfg)
     with pytest.raises(KeyError, match="'training'.*test, train, validation"):
-        data.get_source(shapes_cfg, "training")
+        shapes_ds.source("training")
+
+
+def test_the_config_table_names_every_registered_dataset():
+    from seg_jax.data import config
+    assert sorted(config.DATASET_DEFAULTS) == data.DATASETS.names()
 
 
 def test_base_config_defaults_per_dataset(monkeypatch):
@@ -61,16 +64,18 @@ def test_base_config_defaults_per_dataset(monkeypatch):
 # ---------------------------------------------------------------- procedural datasets
 
 
-def test_prepare_reports_the_tiny_variant(shapes_cfg):
-    info = data.prepare(shapes_cfg)
-    assert info == data.DatasetInfo(
-        name="shapes", num_classes=6, class_names=shapes.CLASS_NAMES, ignore_index=255,
-        split_sizes={"train": 24, "validation": 8, "test": 8}, has_instances=True)
+def test_resolve_describes_the_tiny_variant(shapes_ds):
+    assert (shapes_ds.name, shapes_ds.num_classes, shapes_ds.class_names, shapes_ds.ignore_index,
+            shapes_ds.split_sizes, shapes_ds.has_instances) == (
+        "shapes", 6, shapes.CLASS_NAMES, 255, {"train": 24, "validation": 8, "test": 8}, True)
+    assert shapes_ds.config.variant == "tiny"
+    with pytest.raises(AttributeError):  # frozen: what is cached from it stays true
+        shapes_ds.config.variant = "default"
 
 
-def test_stored_examples_equal_the_renderer_output(shapes_cfg):
+def test_stored_examples_equal_the_renderer_output(shapes_ds):
     # The TFDS round trip is lossless and example k of a split comes from rng (seed, split, k).
-    stored = examples_by_id(shapes_cfg, "validation")["validation_00003"]
+    stored = examples_by_id(shapes_ds, "validation")["validation_00003"]
     image, label, instances = shapes.render_shapes(np.random.default_rng([1, 1, 3]), 32)
     np.testing.assert_array_equal(stored["image"], image)
     np.testing.assert_array_equal(stored["label"], label.astype(np.int32))
@@ -78,9 +83,9 @@ def test_stored_examples_equal_the_renderer_output(shapes_cfg):
     assert stored["label"].dtype == np.int32 and stored["instances"].dtype == np.int32
 
 
-def test_same_seed_gives_identical_dataset(shapes_cfg, tmp_path):
-    again = tiny_config("shapes", tmp_path)
-    first, second = examples_by_id(shapes_cfg, "train"), examples_by_id(again, "train")
+def test_same_seed_gives_identical_dataset(shapes_ds, tmp_path):
+    again = data.resolve(tiny_config("shapes", tmp_path))
+    first, second = examples_by_id(shapes_ds, "train"), examples_by_id(again, "train")
     assert sorted(first) == sorted(second) == [f"train_{i:05d}" for i in range(24)]
     for key in first:
         for field in ("image", "label", "instances"):
@@ -131,7 +136,8 @@ def write_folder(root, sizes=((12, 16), (12, 16), (10, 9), (12, 16))) -> dict[st
         stem = f"img{number}"
         image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         label = rng.choice(np.array([0, 1, 2, 255], np.uint8), (height, width))
-        instances = rng.integers(0, 1000, (height, width)).astype(np.uint16)
+        # 16-bit ids, each on labelled (class 1 or 2) pixels only: `instances_without_class` finds none.
+        instances = np.where(np.isin(label, [1, 2]), rng.integers(0, 1000, (height, width)), 0).astype(np.uint16)
         Image.fromarray(image).save(root / "images" / f"{stem}.png")
         Image.fromarray(label).save(root / "labels" / f"{stem}.png")
         Image.fromarray(instances).save(root / "instances" / f"{stem}.png")  # mode I;16
@@ -148,21 +154,22 @@ def test_folder_round_trip_through_the_cli(tmp_path, capsys):
     assert status == 0 and "train: 3" in capsys.readouterr().out
     cfg = data.base_config("folder")
     cfg.data_dir = str(out)
-    info = data.prepare(cfg)
-    assert (info.class_names, info.split_sizes, info.has_instances) == (
+    ds = data.resolve(cfg)
+    assert (ds.class_names, ds.split_sizes, ds.has_instances) == (
         ("sky", "tree", "road"), {"train": 3, "validation": 1}, True)
-    stored = {**examples_by_id(cfg, "train"), **examples_by_id(cfg, "validation")}
+    stored = {**examples_by_id(ds, "train"), **examples_by_id(ds, "validation")}
     assert sorted(stored) == sorted(written)
     for stem, arrays in written.items():
         for field, expected in arrays.items():
             np.testing.assert_array_equal(stored[stem][field], expected)
     # Eval at native size needs one size; eval_size pads every image to it.
     with pytest.raises(ValueError, match="eval_size"):
-        list(data.eval_batches(cfg, split="train+validation", global_batch_size=4, num_local_devices=1))
+        list(data.eval_batches(ds, split="train+validation", global_batch_size=4, num_local_devices=1))
     cfg.eval_size = (12, 16)
-    (batch,) = data.eval_batches(cfg, split="train+validation", global_batch_size=4, num_local_devices=1)
+    ds = data.resolve(cfg)
+    (batch,) = data.eval_batches(ds, split="train+validation", global_batch_size=4, num_local_devices=1)
     assert batch["label"].shape == (1, 4, 12, 16)
-    source = data.get_source(cfg, "train+validation")
+    source = ds.source("train+validation")
     order = [source[i]["id"] for i in range(len(source))]
     small = batch["index"][0].tolist().index(order.index("img2"))  # the 10x9 image, padded
     np.testing.assert_array_equal(batch["label"][0, small, 10:], 255)
@@ -174,11 +181,11 @@ def test_folder_conversion_from_config_on_first_use(tmp_path):
     cfg = data.base_config("folder")
     cfg.data_dir = str(tmp_path / "tfds")
     with pytest.raises(FileNotFoundError, match="python -m seg_jax.data.folder"):
-        data.prepare(cfg)
+        data.resolve(cfg)
     cfg.folder.images, cfg.folder.labels, cfg.folder.num_classes = str(tmp_path / "images"), str(tmp_path / "labels"), 3
-    info = data.prepare(cfg)
-    assert info.class_names == ("class_0", "class_1", "class_2") and not info.has_instances
-    assert sum(info.split_sizes.values()) == len(written)
+    ds = data.resolve(cfg)
+    assert ds.class_names == ("class_0", "class_1", "class_2") and not ds.has_instances
+    assert sum(ds.split_sizes.values()) == len(written)
 
 
 def _missing_label(root):
@@ -216,10 +223,10 @@ def _rgb_label(root):
 def test_folder_errors_name_the_file(tmp_path, break_it):
     write_folder(tmp_path)
     culprit = break_it(tmp_path)
-    with pytest.raises(folder_dataset.FolderDatasetError, match=culprit):
-        folder_dataset.convert_folder(images=str(tmp_path / "images"), labels=str(tmp_path / "labels"),
+    with pytest.raises(folder_importer.FolderDatasetError, match=culprit):
+        folder_importer.convert_folder(images=str(tmp_path / "images"), labels=str(tmp_path / "labels"),
                                       num_classes=3, out=str(tmp_path / "tfds"))
-    assert not os.path.exists(folder_dataset.dataset_dir(str(tmp_path / "tfds")))  # nothing half-written kept
+    assert not os.path.exists(folder_importer.dataset_dir(str(tmp_path / "tfds")))  # nothing half-written kept
 
 
 def test_folder_cli_reports_errors_without_traceback(tmp_path, capsys):
@@ -262,30 +269,35 @@ def test_cityscapes_without_manual_files_says_what_is_missing(tmp_path):
     cfg = data.base_config("cityscapes")
     cfg.data_dir, cfg.cityscapes_manual_dir = str(tmp_path / "tfds"), str(tmp_path)
     with pytest.raises(RuntimeError, match="leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip"):
-        data.prepare(cfg)
+        data.resolve(cfg)
 
 
 # ---------------------------------------------------------------- class balance
 
 
-def test_class_pixel_counts_match_numpy_and_are_cached(shapes_cfg):
+def test_class_pixel_counts_match_numpy_and_are_cached(shapes_ds):
     expected = np.zeros(6, np.int64)
-    source = data.get_source(shapes_cfg, "train")
+    source = shapes_ds.source("train")
     for index in range(len(source)):
         for value in source[index]["label"].ravel():
             expected[value] += 1
-    counts = data.class_pixel_counts(shapes_cfg, split="train")
+    counts = shapes_ds.class_pixel_counts()  # the config's train split
     np.testing.assert_array_equal(counts, expected)
     assert counts.dtype == np.int64
-    # The second call reads the JSON cache beside the TFDS files (tampered here to prove it).
-    directory = str(load_builder(shapes_cfg).data_dir)
-    path = os.path.join(directory, "class_pixel_counts.train.json")
+    counts[0] = -1  # callers get a copy: the cache stays right
+    np.testing.assert_array_equal(shapes_ds.class_pixel_counts(split="train"), expected)
+    # A new resolution reads the JSON cache beside the TFDS files (tampered here to prove it).
+    path = os.path.join(shapes_ds.directory, "class_pixel_counts.train.json")
     with open(path) as f:
         cached = json.load(f)
     cached["counts"][0] += 1
     with open(path, "w") as f:
         json.dump(cached, f)
-    np.testing.assert_array_equal(data.class_pixel_counts(shapes_cfg, split="train"), expected + [1, 0, 0, 0, 0, 0])
+    again = data.resolve(shapes_ds.config)
+    np.testing.assert_array_equal(again.class_pixel_counts(), expected + [1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(shapes_ds.class_pixel_counts(), expected)  # in memory
+    np.testing.assert_allclose(again.class_weights("median_frequency"), data.class_weights_from_counts(
+        expected + [1, 0, 0, 0, 0, 0], method="median_frequency"))
 
 
 def test_class_weights_hand_worked():

@@ -6,20 +6,19 @@ import numpy as np
 import pytest
 
 from seg_jax import data
-from seg_jax.data import augment, pipeline
+from seg_jax.data.pipeline import augment, batches
 
 BATCH = 8  # the tiny train split has 24 examples: an epoch is 3 steps
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory):
+def ds(tmp_path_factory):
     cfg = data.base_config("shapes")
     cfg.data_dir = str(tmp_path_factory.mktemp("tfds"))
     cfg.variant = "tiny"
     cfg.crop_size = (16, 16)
     cfg.scale_range = (0.5, 1.5)
-    data.prepare(cfg)
-    return cfg
+    return data.resolve(cfg)
 
 
 def take(stream, count: int) -> list[dict[str, np.ndarray]]:
@@ -82,7 +81,7 @@ def test_augmentation_keeps_image_label_and_weights_aligned():
     palette = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], np.uint8)
     label = np.kron(rng.integers(0, 5, (5, 6)), np.ones((6, 6), np.int64)).astype(np.int32)  # 30x36 blocks
     example = {"image": palette[label], "label": label, "weights": (label + 1).astype(np.float32)}
-    transform = pipeline.TrainTransform(crop_size=(24, 24), scale_range=(0.5, 2.0), hflip=True, mean=(0.0,) * 3,
+    transform = batches.TrainTransform(crop_size=(24, 24), scale_range=(0.5, 2.0), hflip=True, mean=(0.0,) * 3,
                                         std=(1.0,) * 3, ignore_index=255)
     checked = 0
     for seed in range(12):
@@ -101,24 +100,24 @@ def test_augmentation_keeps_image_label_and_weights_aligned():
 # ---------------------------------------------------------------- training batches
 
 
-def test_batches_have_the_documented_layout(cfg):
-    batch = next(data.train_batches(cfg, global_batch_size=BATCH, seed=0, num_local_devices=2))
+def test_batches_have_the_documented_layout(ds):
+    batch = next(data.train_batches(ds, global_batch_size=BATCH, seed=0, num_local_devices=2))
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
         "image": ((2, 4, 16, 16, 3), np.float32), "label": ((2, 4, 16, 16), np.int32),
         "weights": ((2, 4, 16, 16), np.float32), "instances": ((2, 4, 16, 16), np.int32)}
     with pytest.raises(ValueError, match="process_count \\* num_local_devices = 3 \\* 1 = 3"):
-        data.train_batches(cfg, global_batch_size=BATCH, seed=0, num_local_devices=1, process_count=3)
+        data.train_batches(ds, global_batch_size=BATCH, seed=0, num_local_devices=1, process_count=3)
 
 
-def test_resume_processes_and_devices_reproduce_the_same_global_batches(cfg):
+def test_resume_processes_and_devices_reproduce_the_same_global_batches(ds):
     steps = 5  # crosses an epoch boundary
-    reference = [flat(b) for b in take(data.train_batches(cfg, global_batch_size=BATCH, seed=7,
+    reference = [flat(b) for b in take(data.train_batches(ds, global_batch_size=BATCH, seed=7,
                                                           num_local_devices=1), steps)]
-    resumed = take(data.train_batches(cfg, global_batch_size=BATCH, seed=7, start_step=3, num_local_devices=1), 2)
-    two_devices = take(data.train_batches(cfg, global_batch_size=BATCH, seed=7, num_local_devices=2), steps)
-    per_process = [take(data.train_batches(cfg, global_batch_size=BATCH, seed=7, start_step=1, num_local_devices=2,
+    resumed = take(data.train_batches(ds, global_batch_size=BATCH, seed=7, start_step=3, num_local_devices=1), 2)
+    two_devices = take(data.train_batches(ds, global_batch_size=BATCH, seed=7, num_local_devices=2), steps)
+    per_process = [take(data.train_batches(ds, global_batch_size=BATCH, seed=7, start_step=1, num_local_devices=2,
                                            process_index=p, process_count=2), 2) for p in range(2)]
-    other_seed = flat(next(data.train_batches(cfg, global_batch_size=BATCH, seed=8, num_local_devices=1)))
+    other_seed = flat(next(data.train_batches(ds, global_batch_size=BATCH, seed=8, num_local_devices=1)))
     for key in reference[0]:
         for step in range(2):
             np.testing.assert_array_equal(flat(resumed[step])[key], reference[3 + step][key])
@@ -130,13 +129,14 @@ def test_resume_processes_and_devices_reproduce_the_same_global_batches(cfg):
     assert not np.array_equal(other_seed["image"], reference[0]["image"])
 
 
-def test_every_epoch_is_a_fresh_permutation(cfg):
-    plain = cfg.copy_and_resolve_references()
+def test_every_epoch_is_a_fresh_permutation(ds):
+    plain = ds.config.as_configdict().copy_and_resolve_references()
     plain.crop_size, plain.scale_range, plain.hflip = (32, 32), (1.0, 1.0), False  # no augmentation
-    source = data.get_source(plain, "train")
+    plain = data.resolve(plain)
+    source = plain.source("train")
     originals = np.stack([source[i]["image"] for i in range(len(source))]).astype(np.float32)
     batches = take(data.train_batches(plain, global_batch_size=BATCH, seed=0, num_local_devices=1), 6)
-    images = data.denormalize(np.concatenate([flat(b)["image"] for b in batches]), plain).astype(np.float32)
+    images = data.denormalize(np.concatenate([flat(b)["image"] for b in batches]), plain.config).astype(np.float32)
     # Identify each batch image with its stored example.
     order = [int(np.argmin(np.abs(originals - image).sum(axis=(1, 2, 3)))) for image in images]
     for image, index in zip(images, order):
@@ -149,12 +149,12 @@ def test_every_epoch_is_a_fresh_permutation(cfg):
 # ---------------------------------------------------------------- eval batches
 
 
-def test_eval_visits_every_example_once_with_padding_masked(cfg):
+def test_eval_visits_every_example_once_with_padding_masked(ds):
     # 8 validation examples, global batch 6 over 2 processes x 1 device: 2 batches, 4 padded rows.
-    runs = [list(data.eval_batches(cfg, split="validation", global_batch_size=6, num_local_devices=1,
+    runs = [list(data.eval_batches(ds, split="validation", global_batch_size=6, num_local_devices=1,
                                    process_index=p, process_count=2)) for p in range(2)]
     assert [len(run) for run in runs] == [2, 2]
-    source = data.get_source(cfg, "validation")
+    source = ds.source("validation")
     seen = []
     for run in runs:
         for batch in run:
@@ -164,7 +164,8 @@ def test_eval_visits_every_example_once_with_padding_masked(cfg):
                 if mask:
                     seen.append(index)
                     np.testing.assert_array_equal(batch["label"][0, row], source[index]["label"])
-                    np.testing.assert_array_equal(data.denormalize(batch["image"][0, row], cfg), source[index]["image"])
+                    np.testing.assert_array_equal(data.denormalize(batch["image"][0, row], ds.config),
+                                                  source[index]["image"])
                 else:
                     assert index == -1
                     np.testing.assert_array_equal(batch["label"][0, row], 255)
@@ -173,7 +174,8 @@ def test_eval_visits_every_example_once_with_padding_masked(cfg):
     assert sum(float(b["mask"].sum()) for run in runs for b in run) == 8
 
 
-def test_denormalize_inverts_normalisation(cfg):
+def test_denormalize_inverts_normalisation(ds):
+    cfg = ds.config
     image = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=-1)
     normalised = augment.normalize(image, mean=cfg.mean, std=cfg.std)
     np.testing.assert_allclose(normalised[3, 4], (np.float32(52) - np.array(cfg.mean)) / np.array(cfg.std), rtol=1e-6)

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from seg_jax import data
-from seg_jax.data import nuclei, shapes
-from seg_jax.data.targets import border_targets, unet_weight_map
+from seg_jax.data.derived.targets import border_targets, unet_weight_map
+from seg_jax.data.sources import nuclei, shapes
 
 BORDER_NAMES = ("background", "interior", "border")
 
@@ -26,7 +26,7 @@ def tiny_config(name: str, data_dir, **overrides) -> object:
 
 
 def examples(cfg, split: str) -> list[dict]:
-    source = data.get_source(cfg, split)
+    source = data.resolve(cfg).source(split)
     return [source[i] for i in range(len(source))]
 
 
@@ -74,9 +74,9 @@ def border_class_weights(data_dir):
 
 
 def test_stored_border_labels_and_weight_maps_equal_recomputation(border_cfg, data_dir, border_class_weights):
-    info = data.prepare(border_cfg)
-    assert (info.num_classes, info.class_names, info.has_instances) == (3, BORDER_NAMES, True)
-    assert info.split_sizes == {"train": 24, "validation": 8, "test": 8}
+    ds = data.resolve(border_cfg)
+    assert (ds.num_classes, ds.class_names, ds.has_instances) == (3, BORDER_NAMES, True)
+    assert ds.split_sizes == {"train": 24, "validation": 8, "test": 8}
     plain = tiny_config("nuclei", data_dir)
     for split in ("train", "validation", "test"):
         for base, stored in zip(examples(plain, split), examples(border_cfg, split), strict=True):
@@ -95,8 +95,8 @@ def test_stored_border_labels_and_weight_maps_equal_recomputation(border_cfg, da
 
 def test_semantic_targets_with_unet_weights_keep_the_stored_classes(tmp_path):
     cfg = tiny_config("shapes", tmp_path, weight_map="unet", weight_map_w0=5.0, weight_map_sigma=3.0)
-    info = data.prepare(cfg)
-    assert (info.num_classes, info.class_names) == (6, shapes.CLASS_NAMES)
+    ds = data.resolve(cfg)
+    assert (ds.num_classes, ds.class_names) == (6, shapes.CLASS_NAMES)
     base = examples(tiny_config("shapes", tmp_path), "train")
     class_weights = reference_class_weights(base, num_classes=6, width=None)
     for plain, stored in zip(base, examples(cfg, "train"), strict=True):
@@ -131,7 +131,7 @@ def test_other_parameters_prepare_their_own_copy(border_cfg, data_dir, border_cl
 
 
 def test_weights_stay_aligned_with_labels_after_augmentation(border_cfg, border_class_weights):
-    stream = data.train_batches(border_cfg, global_batch_size=8, seed=3, num_local_devices=1)
+    stream = data.train_batches(data.resolve(border_cfg), global_batch_size=8, seed=3, num_local_devices=1)
     raised = 0
     for _ in range(3):
         batch = {key: value[0] for key, value in next(stream).items()}
@@ -152,7 +152,8 @@ def test_weights_stay_aligned_with_labels_after_augmentation(border_cfg, border_
 
 def test_eval_batches_keep_the_true_instance_ids(border_cfg, data_dir):
     base = examples(tiny_config("nuclei", data_dir), "validation")
-    batches = list(data.eval_batches(border_cfg, split="validation", global_batch_size=6, num_local_devices=1))
+    batches = list(data.eval_batches(data.resolve(border_cfg), split="validation", global_batch_size=6,
+                                     num_local_devices=1))
     assert len(batches) == 2
     for batch in batches:
         for row in range(6):
@@ -187,7 +188,7 @@ def test_folder_instances_give_targets_that_keep_ignored_pixels(tmp_path):
                                                                  ("images", "labels", "instances"))
     cfg.folder.num_classes, cfg.folder.val_fraction = 2, 0.25
     cfg.targets, cfg.weight_map, cfg.weight_map_sigma = "border", "unet", 2.0
-    assert data.prepare(cfg).class_names == BORDER_NAMES
+    assert data.resolve(cfg).class_names == BORDER_NAMES
     plain = cfg.copy_and_resolve_references()
     plain.targets, plain.weight_map = "semantic", None
     class_weights = reference_class_weights(examples(plain, "train"), num_classes=3, width=2)
@@ -209,14 +210,14 @@ def test_folder_instances_give_targets_that_keep_ignored_pixels(tmp_path):
 def test_datasets_without_instances_refuse_derived_targets(tmp_path):
     pets = data.base_config("oxford_iiit_pet")
     pets.data_dir, pets.targets = str(tmp_path / "tfds"), "border"
-    for call in (data.class_names, data.prepare):
+    for call in (data.class_names, data.resolve):
         with pytest.raises(ValueError, match="dataset 'oxford_iiit_pet' has no instance ids.*data.targets='border'"):
             call(pets)
     assert not os.path.exists(tmp_path / "tfds")  # refused before any download
     cityscapes = data.base_config("cityscapes")
     cityscapes.data_dir, cityscapes.weight_map = str(tmp_path / "tfds"), "unet"
     with pytest.raises(ValueError, match="dataset 'cityscapes' has no instance ids.*data.weight_map='unet'"):
-        data.prepare(cityscapes)
+        data.resolve(cityscapes)
     # A folder dataset converted without instance maps: only its files tell.
     os.makedirs(tmp_path / "images"), os.makedirs(tmp_path / "labels")
     for number in range(2):
@@ -227,7 +228,7 @@ def test_datasets_without_instances_refuse_derived_targets(tmp_path):
     folder.folder.images, folder.folder.labels, folder.folder.num_classes = (
         str(tmp_path / "images"), str(tmp_path / "labels"), 2)
     with pytest.raises(ValueError, match="dataset 'folder' .*has no instance ids.*--instances"):
-        data.prepare(folder)
+        data.resolve(folder)
 
 
 def test_class_names_follow_the_targets_without_touching_files(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seg_jax.data.targets import border_targets, mask_and_border, unet_weight_map
+from seg_jax.data.derived.targets import border_targets, mask_and_border, unet_weight_map
 
 
 def _disk(shape: tuple[int, int], center: tuple[int, int], radius: int) -> np.ndarray:

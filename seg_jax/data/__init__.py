@@ -1,29 +1,53 @@
 """The data stage: TFDS datasets (array_record, read without TensorFlow) fed through grain.
 
-Modules, in pipeline order: `tfds_format` (stored and canonical example formats), `procedural`,
-`shapes`, `nuclei`, `folder_dataset` (+ CLI `python -m seg_jax.data.folder`), `public`
-(oxford_iiit_pet, cityscapes), `targets` (U-Net weight maps, border-aware targets), `stored_targets`
-(those targets precomputed into a derived TFDS dataset), `datasets` (registry, prepare, get_source),
-`config`, `augment`, `pipeline` (train/eval batches), `class_balance`.
+Layers, in the order data flows:
+    sources/    stored and canonical example formats (`tfds_format`) and the datasets themselves:
+                `procedural`, `shapes`, `nuclei`, `folder_importer` (+ CLI `python -m seg_jax.data.folder`),
+                `public` (oxford_iiit_pet, cityscapes)
+    catalog     the registry `DATASETS` and `resolve(data_cfg) -> Dataset`: a data config resolved once
+    derived/    offline targets and statistics: `targets` (U-Net weight maps, border targets),
+                `stored_targets` (those targets stored in a derived TFDS dataset), `statistics` (class counts, weights)
+    checks      `check_dataset`: a scan of splits for label and example defects, the same checks training runs
+    pipeline/   online: `augment`, `batches` (train/eval batches), `detection_targets` (a per-example map step)
+    config      `base_config(name)`: every data key with its default (imports neither TFDS nor grain)
+
+Public names are imported on first use (PEP 562), so `from seg_jax import data; data.base_config(...)`
+builds configs without loading TFDS or grain.
 """
 from __future__ import annotations
 
-from seg_jax.data.class_balance import class_pixel_counts, class_weights_from_counts
-from seg_jax.data.config import base_config
-from seg_jax.data.datasets import DATASETS, DatasetInfo, DatasetSpec, class_names, get_source, prepare
-from seg_jax.data.pipeline import denormalize, eval_batches, train_batches
+import importlib
+from typing import Any
 
-__all__ = [
-    "DATASETS",
-    "DatasetInfo",
-    "DatasetSpec",
-    "base_config",
-    "class_names",
-    "class_pixel_counts",
-    "class_weights_from_counts",
-    "denormalize",
-    "eval_batches",
-    "get_source",
-    "prepare",
-    "train_batches",
-]
+_PUBLIC = {
+    "DATASETS": "seg_jax.data.catalog",
+    "Dataset": "seg_jax.data.catalog",
+    "DatasetSpec": "seg_jax.data.catalog",
+    "class_names": "seg_jax.data.catalog",
+    "resolve": "seg_jax.data.catalog",
+    "base_config": "seg_jax.data.config",
+    "DataError": "seg_jax.data.checks",
+    "DataReport": "seg_jax.data.checks",
+    "check_dataset": "seg_jax.data.checks",
+    "class_weights_from_counts": "seg_jax.data.derived.statistics",
+    "denormalize": "seg_jax.data.pipeline.batches",
+    "eval_batches": "seg_jax.data.pipeline.batches",
+    "train_batches": "seg_jax.data.pipeline.batches",
+    "DetectionTargets": "seg_jax.data.pipeline.detection_targets",
+    "batched_instances_to_targets": "seg_jax.data.pipeline.detection_targets",
+    "instances_to_targets": "seg_jax.data.pipeline.detection_targets",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'seg_jax.data' has no attribute {name!r}; public names: {', '.join(__all__)}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

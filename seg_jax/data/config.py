@@ -1,15 +1,30 @@
-"""`base_config`: every data key with its default, documented in one place."""
+"""`base_config`: every data key with its default, documented in one place.
+
+Light on purpose: experiment configs are built without TFDS or grain, so this module imports neither
+(nor the catalog). `DATASET_DEFAULTS` names every registered dataset; a test keeps it equal to the
+catalog's `DATASETS`.
+"""
 from __future__ import annotations
 
 import os
+from typing import Any, Mapping
 
 import ml_collections
 from ml_collections import config_dict
 
-from seg_jax.data.datasets import DATASETS
+from seg_jax import labels
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 0..255 units
 IMAGENET_STD = (58.395, 57.12, 57.375)
+
+# `base_config` values that differ from the generic ones, per registered dataset.
+DATASET_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    "shapes": dict(crop_size=(96, 96), scale_range=(0.75, 1.5)),
+    "nuclei": dict(crop_size=(96, 96), scale_range=(0.75, 1.5)),
+    "folder": dict(crop_size=(256, 256), scale_range=(0.5, 2.0)),
+    "oxford_iiit_pet": dict(eval_split="test", crop_size=(256, 256), scale_range=(0.5, 1.5), eval_size=(512, 512)),
+    "cityscapes": dict(crop_size=(512, 1024), scale_range=(0.5, 2.0)),
+}
 
 
 def default_data_dir() -> str:
@@ -21,7 +36,7 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
     """The data config of dataset `name` with all keys at their defaults.
 
     Keys:
-        name: registered dataset (`DATASETS.names()`): shapes, nuclei, folder, oxford_iiit_pet, cityscapes.
+        name: registered dataset (`DATASET_DEFAULTS`): shapes, nuclei, folder, oxford_iiit_pet, cityscapes.
         variant: builder config of procedural datasets ("default" 96x96, "tiny" 32x32) and the
             sub-directory of a converted folder dataset; unused by the public datasets.
         data_dir: TFDS data dir ($SEG_JAX_DATA_DIR or ~/.cache/seg_jax/tfds).
@@ -43,7 +58,7 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
         weight_map_w0, weight_map_sigma: w0 and sigma (pixels) of the "unet" weight map.
             Any choice but targets = "semantic" with weight_map = None needs instance ids (nuclei, shapes,
             a folder converted with instances): the targets are computed once when the dataset is
-            prepared and stored in a derived dataset named after these values (`data.stored_targets`).
+            prepared and stored in a derived dataset named after these values (`data.derived.stored_targets`).
         num_workers: grain worker processes (0 = read in this process).
         prefetch: grain reader threads per process, and batches read ahead.
         folder: the `folder` dataset's sources (images, labels, instances dirs, num_classes,
@@ -55,7 +70,8 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
     Raises:
         KeyError: unknown `name`; the message lists the valid ones.
     """
-    spec = DATASETS.get(name)
+    if name not in DATASET_DEFAULTS:
+        raise KeyError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASET_DEFAULTS))}")
     cfg = ml_collections.ConfigDict()
     cfg.name = name
     cfg.variant = "default"
@@ -68,7 +84,7 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
     cfg.eval_size = config_dict.placeholder(tuple)
     cfg.mean = IMAGENET_MEAN
     cfg.std = IMAGENET_STD
-    cfg.ignore_index = 255
+    cfg.ignore_index = labels.IGNORE_INDEX
     cfg.targets = "semantic"
     cfg.border_width = 2
     cfg.weight_map = config_dict.placeholder(str)
@@ -87,6 +103,6 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
     ))
     cfg.cityscapes_manual_dir = config_dict.placeholder(str)
     cfg.max_instances = 16
-    for key, value in spec.defaults.items():
+    for key, value in DATASET_DEFAULTS[name].items():
         cfg[key] = value
     return cfg

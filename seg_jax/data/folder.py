@@ -3,7 +3,7 @@
     python -m seg_jax.data.folder --images DIR --labels DIR --num_classes N --out DIR \
         [--instances DIR] [--class_names a b ...] [--val_fraction 0.1] [--seed 0] [--variant default]
 
-Then train with `data.name=folder` and `data.data_dir=<--out>`. The logic is in `folder_dataset`;
+Then train with `data.name=folder` and `data.data_dir=<--out>`. The logic is in `sources.folder_importer`;
 this module only parses arguments (nothing imports it, so `-m` runs it once).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from seg_jax.data import folder_dataset
+from seg_jax.data.sources import folder_importer
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -32,14 +32,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        path = folder_dataset.convert_folder(
+        path = folder_importer.convert_folder(
             images=args.images, labels=args.labels, instances=args.instances, num_classes=args.num_classes,
             out=args.out, class_names=args.class_names, val_fraction=args.val_fraction, seed=args.seed,
             variant=args.variant)
-    except folder_dataset.FolderDatasetError as error:
+    except folder_importer.FolderDatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    splits = folder_dataset.load_builder(args.out, args.variant).info.splits
+    splits = folder_importer.load_builder(args.out, args.variant).info.splits
     sizes = ", ".join(f"{name}: {split.num_examples}" for name, split in splits.items())
     print(f"wrote {path} ({sizes})\ntrain with data.name=folder data.data_dir={args.out} data.variant={args.variant}")
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from seg_jax.data import procedural
+from seg_jax.data.sources import procedural
 
 CLASS_NAMES = ("background", "disc", "square", "triangle", "ring", "bar")
 

@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from scipy import ndimage
 
-from seg_jax.data import tfds_format
+from seg_jax.data.sources import tfds_format
 
 # One render function: rng, image size in pixels -> image uint8 [S, S, 3], label uint8 [S, S],
 # instances uint16 [S, S].

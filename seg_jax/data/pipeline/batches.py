@@ -1,25 +1,34 @@
-"""Train and eval batches through grain, sharded over processes and local devices.
+"""Train and eval batches of a resolved dataset (`catalog.Dataset`) through grain, sharded over processes
+and local devices.
 
 Determinism: training reads the infinite stream of global positions g = 0, 1, 2, ...; position g
 is example `shuffle_epoch(g // N)[g % N]` (grain reshuffles every epoch) augmented with an RNG
 seeded by (seed, g). Global batch k holds positions [k B, (k + 1) B) and process p takes the rows
 [p B / P, (p + 1) B / P) of it. So a global batch is a pure function of (seed, k), whatever the
 process count, device count or start step, and processes together see exactly the 1-process batch.
+An `example_map` (e.g. `DetectionTargets`) is a pure function of the augmented element, so it keeps this.
+
+Every canonical example is checked as it is read from the split (`checks.CheckedSource`): a defect stops
+the run with the `DataError` that `checks.check_dataset` would raise for it.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import grain
 import ml_collections
 from absl import flags
 import numpy as np
 
-from seg_jax.data import augment
-from seg_jax.data.datasets import get_source
+from seg_jax import labels
+from seg_jax.data import checks
+from seg_jax.data.catalog import Dataset
+from seg_jax.data.pipeline import augment
+
+ExampleMap = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def per_device_batch_size(global_batch_size: int, *, process_count: int, num_local_devices: int) -> int:
@@ -40,8 +49,8 @@ def _finish(example: dict[str, Any], *, mean: Sequence[float], std: Sequence[flo
             ignore_index: int) -> dict[str, np.ndarray]:
     """Batch element: image float32 [h, w, 3] normalised, label int32, weights float32, instances int32."""
     label = example["label"].astype(np.int32)
-    if ignore_index != 255:  # Stored data marks ignored pixels with 255.
-        label = np.where(label == 255, ignore_index, label).astype(np.int32)
+    if ignore_index != labels.STORED_IGNORE:  # a run may ignore another value than the stored one
+        label = np.where(label == labels.STORED_IGNORE, ignore_index, label).astype(np.int32)
     out = {"image": augment.normalize(example["image"], mean=mean, std=std), "label": label,
            "weights": example["weights"].astype(np.float32)}
     if "instances" in example:
@@ -118,6 +127,11 @@ def _split_devices(batch: dict[str, np.ndarray], *, num_devices: int) -> dict[st
     return {key: value.reshape((num_devices, -1) + value.shape[1:]) for key, value in batch.items()}
 
 
+def _checked_source(dataset: Dataset, split: str) -> checks.CheckedSource:
+    return checks.CheckedSource(dataset.source(split), dataset=dataset.name, split=split,
+                                num_classes=dataset.num_classes)
+
+
 def _iterate(ds: grain.MapDataset, data_cfg: ml_collections.ConfigDict) -> Iterator[dict[str, np.ndarray]]:
     threads = int(data_cfg.prefetch)
     iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(threads, 1)))
@@ -137,19 +151,26 @@ def _shards(ds: grain.MapDataset, *, rows: int, first: int, process_index: int, 
     return ds.map(functools.partial(_split_devices, num_devices=num_local_devices))
 
 
-def train_batches(data_cfg: ml_collections.ConfigDict, *, global_batch_size: int, seed: int, start_step: int = 0,
-                  num_local_devices: int, process_index: int = 0,
-                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-    """Endless training batches for this process, starting at global step `start_step`.
+def train_batches(dataset: Dataset, *, global_batch_size: int, seed: int, start_step: int = 0,
+                  num_local_devices: int, process_index: int = 0, process_count: int = 1,
+                  example_map: ExampleMap | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Endless training batches of `dataset.config.train_split` for this process, from global step `start_step`.
 
     Yields dicts with image float32 [D, b, h, w, 3] (normalised), label int32 [D, b, h, w],
     weights float32 [D, b, h, w] and, for datasets with instances, instances int32 [D, b, h, w];
     D = num_local_devices, b = global_batch_size / (process_count * D), (h, w) = data.crop_size.
+    `example_map`, a picklable callable, maps each augmented, normalised element (the keys above without
+    [D, b]) to the element batched, e.g. `DetectionTargets` adds boxes/classes/masks/valid.
     See the module docstring for the determinism guarantees.
+
+    Raises:
+        ValueError: a batch size that does not divide over processes and devices, or an empty split.
+        DataError: (while iterating) a defect of an example read (`checks`).
     """
     _check_process(process_index, process_count)
     per_device_batch_size(global_batch_size, process_count=process_count, num_local_devices=num_local_devices)
-    source = get_source(data_cfg, data_cfg.train_split)
+    data_cfg = dataset.config
+    source = _checked_source(dataset, data_cfg.train_split)
     if not len(source):
         raise ValueError(f"split {data_cfg.train_split!r} of dataset {data_cfg.name!r} is empty")
     shuffle_seed, augment_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
@@ -159,6 +180,8 @@ def train_batches(data_cfg: ml_collections.ConfigDict, *, global_batch_size: int
     # Shuffle before repeat: grain's shuffle draws a new permutation for each epoch of positions.
     ds = grain.MapDataset.source(source).shuffle(seed=shuffle_seed).repeat()
     ds = ds.random_map(transform, seed=augment_seed)  # RNG of element g depends on (seed, g) only.
+    if example_map is not None:
+        ds = ds.map(example_map)
     ds = _shards(ds, rows=global_batch_size // process_count, first=start_step, process_index=process_index,
                  process_count=process_count, num_local_devices=num_local_devices)
     return _iterate(ds, data_cfg)
@@ -169,19 +192,20 @@ def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
     return math.ceil(num_examples / global_batch_size)
 
 
-def eval_batches(data_cfg: ml_collections.ConfigDict, *, split: str, global_batch_size: int, num_local_devices: int,
+def eval_batches(dataset: Dataset, *, split: str, global_batch_size: int, num_local_devices: int,
                  process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-    """Every example of `split` exactly once over all processes, in split order.
+    """Every example of `split` of `dataset` exactly once over all processes, in split order.
 
     Every process yields ceil(N / global_batch_size) batches (the same count, as collectives need).
     Keys as in `train_batches` plus mask float32 [D, b] (1 real, 0 padding) and index int32 [D, b]
     (position in the split, -1 for padding); padded rows have label = ignore, weights 0 and instances 0.
     `instances` are the true instance ids whatever `data.targets` is, for instance metrics.
-    Spatial size: native (all images must share it) or data.eval_size.
+    Spatial size: native (all images must share it) or data.eval_size. Examples are checked as in training.
     """
     _check_process(process_index, process_count)
     per_device_batch_size(global_batch_size, process_count=process_count, num_local_devices=num_local_devices)
-    source = get_source(data_cfg, split)
+    data_cfg = dataset.config
+    source = _checked_source(dataset, split)
     total = num_eval_batches(len(source), global_batch_size) * global_batch_size
     transform = EvalTransform(
         num_examples=len(source), eval_size=tuple(data_cfg.eval_size) if data_cfg.eval_size else None,

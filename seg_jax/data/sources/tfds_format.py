@@ -2,7 +2,7 @@
 
 Stored format (what our own builders write, read back without TensorFlow):
     image      PNG, uint8 [H, W, 3]   (encoded with Pillow: `tfds.features.Image` needs TF for arrays)
-    label      PNG, uint8 [H, W, 1]   class ids, 255 = ignore
+    label      PNG, uint8 [H, W, 1]   class ids, `labels.STORED_IGNORE` (255) = ignore
     instances  zlib Tensor, uint16 [H, W]   instance ids, 0 = background (optional)
     weights    zlib Tensor, float32 [H, W]  per-pixel loss weights (optional)
     border_label  PNG, uint8 [H, W, 1]   0 background, 1 interior, 2 border, 255 = ignore (optional)
@@ -10,8 +10,8 @@ Stored format (what our own builders write, read back without TensorFlow):
 Class names live in the builder's metadata (`metadata.json`), so a directory is self-describing.
 `weights` and `border_label` are derived from the instance ids by `stored_targets`.
 
-Canonical example (host-side numpy, what `get_source` returns):
-    image uint8 [H, W, 3], label int32 [H, W] (255 = ignore), optional instances int32 [H, W],
+Canonical example (host-side numpy, what `catalog.Dataset.source` returns):
+    image uint8 [H, W, 3], label int32 [H, W] (`labels.STORED_IGNORE` = ignore), optional instances int32 [H, W],
     optional weights float32 [H, W], id str.
 """
 from __future__ import annotations

@@ -7,14 +7,14 @@ Anything but the plain semantic map without weight map is read from a derived TF
 `<base name>_targets/<builder config>/<version>` written next to the base dataset (nuclei, shapes, or a
 folder converted with instances). Its examples are the base examples (image, label, instances, id) plus
     border_label  PNG uint8 [H, W, 1]     `targets.border_targets(instances, width=border_width)`; pixels whose
-                                          stored label is ignored (255) stay 255          (targets = "border")
+                                          stored label is ignored stay `STORED_IGNORE`  (targets = "border")
     weights       zlib float32 [H, W]     `targets.unet_weight_map(instances, class_weights=w_c,
                                           labels=<trained class map>, w0, sigma)`           (weight_map = "unet")
 The builder config name holds every value the stored arrays depend on, e.g.
 `default_border2_unet_w0=10.0_sigma=5.0` (values as Python writes floats, so it is exact): another w0, sigma
 or border width prepares its own copy once, and a stale copy is never read for different values.
 
-w_c, the U-Net class-balancing weights, are "inverse_frequency" weights (`class_balance`) of the trained
+w_c, the U-Net class-balancing weights, are "inverse_frequency" weights (`statistics`) of the trained
 class map (semantic or border classes) over the base dataset's whole `train` split: w_c = 1 / (K f_c), so
 the mean w_c per labelled pixel is 1 and the separation term w0 keeps its meaning. They are written to the
 derived dataset's `metadata.json` (`class_weights`, with the pixel counts they come from).
@@ -31,13 +31,14 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from seg_jax.data import targets as target_maps
-from seg_jax.data import tfds_format
+from seg_jax import labels
+from seg_jax.data.derived import statistics
+from seg_jax.data.derived import targets as target_maps
+from seg_jax.data.sources import tfds_format
 
 TARGETS = ("semantic", "border")
 WEIGHT_MAPS = (None, "unet")
 CLASS_WEIGHT_METHOD = "inverse_frequency"
-_IGNORE = 255  # stored and canonical examples mark ignored pixels with 255
 _STATISTICS_SPLIT = "train"
 
 
@@ -109,17 +110,17 @@ def choice_from_config(data_cfg: ml_collections.ConfigDict) -> TargetChoice:
 
 
 def trained_label(example: Mapping[str, Any], *, choice: TargetChoice) -> np.ndarray:
-    """The class map trained on, int32 [H, W] (255 = ignore).
+    """The class map trained on, int32 [H, W] (`labels.STORED_IGNORE` = ignore).
 
     Args:
-        example: label int [H, W] (the stored class map, 255 = ignore) and instances int [H, W].
-        choice: "semantic" returns the label; "border" the border classes, 255 where the label is.
+        example: label int [H, W] (the stored class map, `labels.STORED_IGNORE` = ignore) and instances int [H, W].
+        choice: "semantic" returns the label; "border" the border classes, ignore where the label is.
     """
     label = np.asarray(example["label"], np.int32)
     if choice.targets == "semantic":
         return label
     border = target_maps.border_targets(example["instances"], width=choice.border_width)
-    return np.where(label == _IGNORE, _IGNORE, border).astype(np.int32)
+    return np.where(label == labels.STORED_IGNORE, labels.STORED_IGNORE, border).astype(np.int32)
 
 
 def _base_records(base: tfds.core.DatasetBuilder, split: str) -> Any:
@@ -147,7 +148,7 @@ def derive_example(record: Mapping[str, Any], *, choice: TargetChoice,
     weights = None
     if class_weights is not None:
         weights = target_maps.unet_weight_map(example["instances"], class_weights=class_weights, labels=label,
-                                              w0=choice.w0, sigma=choice.sigma, ignore_index=_IGNORE)
+                                              w0=choice.w0, sigma=choice.sigma, ignore_index=labels.STORED_IGNORE)
     return example["id"], tfds_format.stored_example(
         image=record["image"], label=example["label"].astype(np.uint8), instances=record["instances"],
         example_id=example["id"], weights=weights,
@@ -179,7 +180,8 @@ class TargetsBuilder(tfds_format.StoredBuilder, skip_registration=True):
         return tfds_format.stored_info(
             self, class_names=self._base.info.metadata["class_names"], has_instances=True,
             has_weights=choice.weight_map is not None, has_border_label=choice.targets == "border",
-            description=f"{self._base.name} with targets derived from its instance ids (seg_jax.data.stored_targets).",
+            description=f"{self._base.name} with targets derived from its instance ids "
+                        "(seg_jax.data.derived.stored_targets).",
             metadata={"base": f"{self._base.name}/{self._variant}", **dataclasses.asdict(choice)})
 
     def _num_trained_classes(self) -> int:
@@ -187,15 +189,14 @@ class TargetsBuilder(tfds_format.StoredBuilder, skip_registration=True):
 
     def _class_weights(self) -> np.ndarray:
         """w_c from the trained class map of the base `train` split (module docstring)."""
-        from seg_jax.data import class_balance  # deferred: class_balance imports datasets, which imports this
         if _STATISTICS_SPLIT not in self._base.info.splits:
             raise ValueError(f"dataset {self._base.name!r} has no {_STATISTICS_SPLIT!r} split to compute the "
                              "U-Net class weights from")
         source = tfds_format.CanonicalSource(_base_records(self._base, _STATISTICS_SPLIT),
                                              functools.partial(_trained_label_example, choice=self._choice))
-        counts = class_balance.count_labels(source, num_classes=self._num_trained_classes(),
+        counts = statistics.count_labels(source, num_classes=self._num_trained_classes(),
                                             num_threads=self._num_threads)
-        weights = class_balance.class_weights_from_counts(counts, method=CLASS_WEIGHT_METHOD)
+        weights = statistics.class_weights_from_counts(counts, method=CLASS_WEIGHT_METHOD)
         self.info.metadata.update(class_weights=weights.tolist(), class_weight_method=CLASS_WEIGHT_METHOD,
                                   class_pixel_counts=counts.tolist(), class_pixel_counts_split=_STATISTICS_SPLIT)
         return weights

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from seg_jax.labels import IGNORE_INDEX
+
 
 def _check_instances(instances: np.ndarray) -> np.ndarray:
     instances = np.asarray(instances)
@@ -68,7 +70,7 @@ def unet_weight_map(
     w0: float = 10.0,
     sigma: float = 5.0,
     truncate: float = 5.0,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> np.ndarray:
     """The U-Net loss weight map `w(x) = w_c(x) + w0 · exp(-(d1(x) + d2(x))² / (2σ²))`.
 

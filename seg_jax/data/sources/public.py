@@ -16,20 +16,19 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
-from seg_jax.data import tfds_format
-
-IGNORE = 255
+from seg_jax.data.sources import tfds_format
+from seg_jax.labels import STORED_IGNORE
 
 PET_CLASS_NAMES = ("background", "pet")
 # Trimap value -> class: 1 pet, 2 background, 3 border (ambiguous, so ignored); anything else ignored.
-PET_TRIMAP_TO_CLASS = np.full(256, IGNORE, np.uint8)
+PET_TRIMAP_TO_CLASS = np.full(256, STORED_IGNORE, np.uint8)
 PET_TRIMAP_TO_CLASS[[1, 2]] = [1, 0]
 
 CITYSCAPES_CLASS_NAMES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
 # Cityscapes label id -> train id (the 19 evaluated classes, in the order above); others ignored.
-CITYSCAPES_LABEL_TO_TRAIN_ID = np.full(256, IGNORE, np.uint8)
+CITYSCAPES_LABEL_TO_TRAIN_ID = np.full(256, STORED_IGNORE, np.uint8)
 CITYSCAPES_LABEL_TO_TRAIN_ID[[7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]] = np.arange(19)
 CITYSCAPES_MANUAL_FILES = ("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip")
 
@@ -37,7 +36,7 @@ TFDS_NAMES = {"oxford_iiit_pet": "oxford_iiit_pet", "cityscapes": "cityscapes/se
 
 
 def pet_to_canonical(example: Mapping[str, Any]) -> dict[str, Any]:
-    """Canonical example of an `oxford_iiit_pet` example: label 0 background, 1 pet, 255 border."""
+    """Canonical example of an `oxford_iiit_pet` example: label 0 background, 1 pet, `STORED_IGNORE` border."""
     trimap = np.asarray(example["segmentation_mask"])[..., 0]
     return {"image": np.asarray(example["image"], dtype=np.uint8),
             "label": PET_TRIMAP_TO_CLASS[trimap].astype(np.int32),
@@ -45,7 +44,7 @@ def pet_to_canonical(example: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def cityscapes_to_canonical(example: Mapping[str, Any]) -> dict[str, Any]:
-    """Canonical example of a `cityscapes/semantic_segmentation` example: 19 train ids, 255 others."""
+    """Canonical example of a `cityscapes/semantic_segmentation` example: 19 train ids, `STORED_IGNORE` others."""
     label_ids = np.asarray(example["segmentation_label"])[..., 0]
     return {"image": np.asarray(example["image_left"], dtype=np.uint8),
             "label": CITYSCAPES_LABEL_TO_TRAIN_ID[label_ids].astype(np.int32),

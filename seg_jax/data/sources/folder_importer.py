@@ -16,7 +16,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, UnidentifiedImageError
 
-from seg_jax.data import tfds_format
+from seg_jax import labels as label_rules
+from seg_jax.data.sources import tfds_format
 
 BUILDER_NAME = "seg_jax_folder"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -95,10 +96,10 @@ def read_image(path: str) -> np.ndarray:
     return np.asarray(_open(path, _IMAGE_MODES, "image").convert("RGB"), dtype=np.uint8)
 
 
-def read_label(path: str, *, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+def read_label(path: str, *, num_classes: int, ignore_index: int = label_rules.STORED_IGNORE) -> np.ndarray:
     """uint8 [H, W] class ids of an 8-bit single-channel PNG; values in [0, num_classes) or ignore."""
     label = np.asarray(_open(path, _LABEL_MODES, "label")).astype(np.uint8)
-    bad = np.unique(label[(label >= num_classes) & (label != ignore_index)])
+    bad = label_rules.out_of_range(label, num_classes=num_classes, ignore_index=ignore_index)
     if bad.size:
         raise FolderDatasetError(f"label {path!r} has values {bad[:10].tolist()} outside [0, {num_classes}) "
                                  f"(only {ignore_index} = ignore is allowed besides)")
@@ -113,7 +114,8 @@ def read_instances(path: str) -> np.ndarray:
     return ids.astype(np.uint16)
 
 
-def read_pair(pair: FilePair, *, num_classes: int, ignore_index: int = 255) -> dict[str, np.ndarray]:
+def read_pair(pair: FilePair, *, num_classes: int,
+              ignore_index: int = label_rules.STORED_IGNORE) -> dict[str, np.ndarray]:
     """The decoded example of `pair`: image [H, W, 3], label [H, W], optional instances [H, W]."""
     example = {"image": read_image(pair.image),
                "label": read_label(pair.label, num_classes=num_classes, ignore_index=ignore_index)}
@@ -147,7 +149,7 @@ class FolderBuilder(tfds_format.StoredBuilder, skip_registration=True):
     name = BUILDER_NAME
 
     def __init__(self, *, splits: dict[str, list[FilePair]], num_classes: int, class_names: Sequence[str],
-                 ignore_index: int = 255, **kwargs):
+                 ignore_index: int = label_rules.STORED_IGNORE, **kwargs):
         self._splits = splits
         self._num_classes = num_classes
         self._class_names = tuple(class_names)
@@ -178,7 +180,7 @@ def dataset_dir(data_dir: str, variant: str = "default") -> str:
 
 def convert_folder(*, images: str, labels: str, num_classes: int, out: str, instances: str | None = None,
                    class_names: Sequence[str] | None = None, val_fraction: float = 0.1, seed: int = 0,
-                   variant: str = "default", ignore_index: int = 255) -> str:
+                   variant: str = "default", ignore_index: int = label_rules.STORED_IGNORE) -> str:
     """Converts image/label(/instance) folders into our TFDS format under data dir `out`.
 
     Every file is checked while it is written; on the first problem nothing is kept and a
@@ -194,8 +196,9 @@ def convert_folder(*, images: str, labels: str, num_classes: int, out: str, inst
     Returns:
         The dataset directory `<out>/seg_jax_folder/<variant>/1.0.0`.
     """
-    if num_classes < 1 or num_classes > 255:
-        raise FolderDatasetError(f"num_classes must be in [1, 255] for 8-bit labels, got {num_classes}")
+    if not 1 <= num_classes <= label_rules.MAX_STORED_CLASSES:
+        raise FolderDatasetError(f"num_classes must be in [1, {label_rules.MAX_STORED_CLASSES}] for 8-bit labels, "
+                                 f"got {num_classes}")
     names = tuple(class_names) if class_names else tuple(f"class_{i}" for i in range(num_classes))
     if len(names) != num_classes:
         raise FolderDatasetError(f"{len(names)} class names given for num_classes={num_classes}: {names}")

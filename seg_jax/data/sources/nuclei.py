@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seg_jax.data import procedural
+from seg_jax.data.sources import procedural
 
 CLASS_NAMES = ("background", "nucleus")
 

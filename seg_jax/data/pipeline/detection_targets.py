@@ -1,14 +1,21 @@
 """Detection targets from instance ids: boxes, classes and per-instance masks, padded to a fixed count.
 
 Host-side NumPy, applied to each example AFTER augmentation (to the augmented `instances` and `label` maps), so
-boxes and masks follow the same rescale, crop and flip as the image. Boxes are (x1, y1, x2, y2) in pixel-edge
-coordinates: an instance covering columns 3..5 has x1 = 3 and x2 = 6 (the `seg_jax.ops.boxes` convention, width
-x2 − x1 with no "+1").
+boxes and masks follow the same rescale, crop and flip as the image: `DetectionTargets` is that map step of the
+training pipeline (`batches.train_batches(..., example_map=DetectionTargets(...))`).
+
+Boxes are (x1, y1, x2, y2) in pixel-edge coordinates: an instance covering columns 3..5 has x1 = 3 and x2 = 6
+(the `seg_jax.ops.boxes` convention, width x2 − x1 with no "+1").
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
+
+from seg_jax import labels as label_rules
 
 TARGET_KEYS = ("boxes", "classes", "masks", "valid")
 
@@ -24,7 +31,7 @@ def _check_maps(instances: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, 
 
 
 def instances_to_targets(instances: np.ndarray, labels: np.ndarray, *, max_instances: int | None,
-                         ignore_index: int = 255) -> dict[str, np.ndarray]:
+                         ignore_index: int = label_rules.IGNORE_INDEX) -> dict[str, np.ndarray]:
     """Boxes, classes and masks of the instances of one example, padded to ``max_instances`` slots.
 
     An instance's class is the most frequent label under it, counting only foreground labels (neither 0 nor
@@ -63,7 +70,7 @@ def instances_to_targets(instances: np.ndarray, labels: np.ndarray, *, max_insta
 
 
 def batched_instances_to_targets(instances: np.ndarray, labels: np.ndarray, *, max_instances: int,
-                                 ignore_index: int = 255) -> dict[str, np.ndarray]:
+                                 ignore_index: int = label_rules.IGNORE_INDEX) -> dict[str, np.ndarray]:
     """:func:`instances_to_targets` of every example of a batch ``[..., H, W]`` (e.g. ``[D, b, H, W]``).
 
     Returns the same keys with the batch dimensions in front: boxes ``[..., G, 4]``, classes ``[..., G]``,
@@ -78,3 +85,24 @@ def batched_instances_to_targets(instances: np.ndarray, labels: np.ndarray, *, m
                    for i, l in zip(instances.reshape(-1, *hw), labels.reshape(-1, *hw))]
     return {key: np.stack([t[key] for t in per_example]).reshape(*lead, *per_example[0][key].shape)
             for key in TARGET_KEYS}
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionTargets:
+    """Pipeline map step (picklable): batch element -> the same element plus its detection targets.
+
+    The element's `instances` int [h, w] and `label` int [h, w] (after augmentation; `ignore_index` = the
+    run's ignore label) give, by `instances_to_targets`, boxes float32 [G, 4], classes int32 [G],
+    masks uint8 [G, h, w] and valid bool [G], G = `max_instances`.
+    """
+
+    max_instances: int
+    ignore_index: int = label_rules.IGNORE_INDEX
+
+    def __call__(self, element: dict[str, Any]) -> dict[str, Any]:
+        if "instances" not in element:
+            raise KeyError(f"DetectionTargets needs instance ids (`instances`) in each element, which has only "
+                           f"{', '.join(sorted(element))}; use a dataset with instances")
+        targets = instances_to_targets(element["instances"], element["label"], max_instances=self.max_instances,
+                                       ignore_index=self.ignore_index)
+        return {**element, **targets}

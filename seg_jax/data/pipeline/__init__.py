@@ -1,0 +1,1 @@
+"""The online pipeline: augmentation, train/eval batches through grain, per-example map steps."""
