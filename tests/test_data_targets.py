@@ -1,5 +1,5 @@
 """Training targets stored by the data stage: U-Net weight maps and border-aware class maps derived from
-instance ids when a dataset is prepared, checked against `seg_jax.data.targets` recomputed from the stored
+instance ids when a dataset is prepared, checked against `seg_jax.data.derived.targets` recomputed from the stored
 instances, one copy per parameter set, aligned through augmentation, and clear errors without instances."""
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seg_jax.data.targets import border_targets
+from seg_jax.data.derived.targets import border_targets
 from seg_jax.postprocess.instances import instance_scores, instances_from_semantic, instances_per_class
 
 

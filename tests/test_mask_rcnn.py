@@ -9,8 +9,8 @@ import pytest
 from flax import jax_utils
 from scipy import ndimage
 
-from seg_jax.data import augment
-from seg_jax.data.detection import batched_instances_to_targets, instances_to_targets
+from seg_jax.data.pipeline import augment
+from seg_jax.data import batched_instances_to_targets, instances_to_targets
 from seg_jax.models import create_model, model_options
 from seg_jax.models.detection_heads import paste_masks
 from seg_jax.models.mask_rcnn import LOSS_TERMS, MaskRCNN, detect, propose

@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from seg_jax.data.detection import instances_to_targets
+from seg_jax.data.pipeline.detection_targets import instances_to_targets
 from seg_jax.labels import IGNORE_INDEX
 from seg_jax.metrics.instance import coco_ap, coco_mask_ap, dsb_score
 

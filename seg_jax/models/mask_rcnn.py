@@ -7,7 +7,7 @@ Unlike the semantic models (``task = "detection"``), its ``__call__`` returns de
     terms, updates = model.apply(variables, images, targets, key=key, method=model.loss_terms,
                                  mutable=["batch_stats"])     # training: the five loss terms
 
-``targets`` holds the padded ground truth of `seg_jax.data.detection.instances_to_targets`: boxes float32
+``targets`` holds the padded ground truth of `seg_jax.data.instances_to_targets`: boxes float32
 ``[B, G, 4]``, classes int32 ``[B, G]``, masks uint8 ``[B, G, H, W]``, valid bool ``[B, G]``. Classes count the
 background: class 0 is background and ``num_classes`` is the dataset's, as for the semantic models.
 

@@ -115,7 +115,7 @@ def instances_from_semantic(
 
     Args:
       probabilities: float `[H, W, N]`, softmax over the model's classes; channel 0 is background. With
-        border-aware targets (`seg_jax.data.targets.border_targets`) the channels are background, interior,
+        border-aware targets (`seg_jax.data.derived.targets.border_targets`) the channels are background, interior,
         border.
       method: "connected_components" or "watershed" (marker-controlled, `skimage.segmentation.watershed`).
       foreground_threshold: a pixel is foreground when its foreground probability (the object channel(s) plus
