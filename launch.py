@@ -4,6 +4,7 @@
     python launch.py --config=experiments/fcn.py:fcn8s --workdir=runs/fcn8s --config.train.steps=2000
     python launch.py --config=experiments/fcn.py:fcn8s --workdir=runs/fcn8s --mode=eval
     python launch.py --config=experiments/nuclei.py:ce_cc --mode=check_data  # scan the data, train nothing
+    python launch.py --study=experiments/studies/imbalance.py --workdir=runs/studies/imbalance  # arms x seeds
 """
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "check_data"],
                           "train (resumes automatically), eval, or check_data (scan the configured splits).")
 _SPLIT = flags.DEFINE_string("split", None, "eval mode: split every evaluator runs on (default: each one's own).")
 _WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "eval mode: which checkpoint.")
+_STUDY = flags.DEFINE_string("study", None, "Study file[:arg]: run every arm x seed, then tabulate (--config unused).")
+_STUDY_PARALLEL = flags.DEFINE_integer("study_parallel", 1, "study: runs at once (subprocesses).")
+_STUDY_ONLY = flags.DEFINE_list("study_only", None, "study: only these arms.")
+_STUDY_COMMANDS = flags.DEFINE_bool("study_commands", False, "study: print one launch.py line per run and exit.")
+_STUDY_RUN = flags.DEFINE_string("study_run", None, "study: run only ARM/seed<k>.")
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (one process per host).")
 
 
@@ -38,6 +44,8 @@ def main(argv):
     logging.get_absl_handler().addFilter(_QuietLibraries())
     if _MULTIHOST.value:
         jax.distributed.initialize()
+    if _STUDY.value:
+        return _study(_STUDY.value)
     from seg_jax import train  # after flag parsing, so --help stays fast
 
     config = _CONFIG.value
@@ -51,6 +59,22 @@ def main(argv):
         train.train_and_evaluate(config, workdir)
     else:
         train.evaluate(config, workdir, split=_SPLIT.value, which=_WHICH.value)
+
+
+def _study(spec: str) -> int:
+    from seg_jax.studies import runner, spec as study_spec
+    study = study_spec.load_study(spec)
+    workdir = _WORKDIR.value or str(pathlib.Path("runs") / "studies" / study.name)
+    if _STUDY_COMMANDS.value:
+        print("\n".join(runner.commands(spec, workdir, study, only=_STUDY_ONLY.value)))
+        return 0
+    if _STUDY_RUN.value:
+        arm, seed = runner.parse_run(_STUDY_RUN.value)
+        runner.write_study_json(study, pathlib.Path(workdir))
+        return 0 if runner.run_one(study, arm, seed, workdir) else 1
+    logging.info("study %s: tables in %s", study.name,
+                 runner.run_study(spec, workdir, parallel=_STUDY_PARALLEL.value, only=_STUDY_ONLY.value))
+    return 0
 
 
 if __name__ == "__main__":

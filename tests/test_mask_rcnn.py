@@ -195,6 +195,27 @@ def test_detections_to_instances_prefers_higher_scores():
     np.testing.assert_array_equal(got, [[1] * 4, [1] * 4, [2] * 4, [2] * 4])
 
 
+def test_detection_metrics_paint_a_class_map_for_semantic_scores():
+    # 4 x 4 image: a class-1 object in the left two columns, a class-2 object in the right column.
+    labels = np.zeros((1, 4, 4), np.int32)
+    labels[0, :, :2], labels[0, :, 3] = 1, 2
+    instances = np.zeros((1, 4, 4), np.int32)
+    instances[0, :, :2], instances[0, :, 3] = 1, 2
+    masks = np.zeros((1, 2, 4, 4), np.float32)
+    masks[0, 0, :, :2] = 0.9       # detection 0: class 1, exactly the left object
+    masks[0, 1, :, 2:] = 0.8       # detection 1: class 2, the right object plus the background column 2
+    detections = {"masks": masks, "valid": np.ones((1, 2), bool), "classes": np.array([[1, 2]]),
+                  "scores": np.array([[0.9, 0.8]]), "boxes": np.array([[[0, 0, 2, 4], [2, 0, 4, 4]]], np.float32)}
+    m = metrics.DetectionMetrics(class_names=("background", "a", "b"))
+    m.add(detections, instances=instances, labels=labels)
+    result = m.result()
+    # background: 4 true pixels, all predicted b -> IoU 0; a: 8/8 -> 1; b: TP 4, FP 4 -> 0.5
+    assert result["iou/background"] == 0.0 and result["iou/a"] == 1.0 and result["iou/b"] == 0.5
+    assert result["mean_iou"] == pytest.approx(0.5) and result["pixel_accuracy"] == pytest.approx(12 / 16)
+    # instance IoUs 1 and 0.5; a match needs IoU > 0.5: TP 1 (IoU 1), FP 1, FN 1 -> SQ 1, RQ 1 / (1 + 1/2 + 1/2)
+    assert result["SQ"] == 1.0 and result["RQ"] == pytest.approx(0.5) and result["PQ"] == pytest.approx(0.5)
+
+
 # ---------------------------------------------------------------------------------------------- overfitting run
 def _scenes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two 32 × 32 images, each with a square of class 1 (reddish) and one of class 2 (greenish)."""

@@ -108,7 +108,7 @@ def test_nuclei_border_targets_report_instance_metrics(make_config, tmp_path):
                                                                 "val/iou/border"]
     size = data.resolve(config.data).split_sizes["validation"]
     assert record["val_instances/num_images"] == record["val/num_images"] == size
-    for key in ("dsb", "AP", "AP50", "AP75", "PQ", "AJI"):
+    for key in ("dsb", "mask_AP", "mask_AP50", "mask_AP75", "PQ", "AJI"):
         assert 0.0 <= record[f"val_instances/{key}"] <= 1.0, key
     assert list((tmp_path / "nuclei" / "pictures").glob("val_instances_instances_step2.png"))
 
@@ -131,7 +131,7 @@ def test_mask_rcnn_trains_and_evaluates_in_the_same_loop(make_config, tmp_path):
     config.train.steps = 2
     record = train.train_and_evaluate(config, tmp_path / "mrcnn")
     assert record["val/num_images"] == data.resolve(config.data).split_sizes["validation"]
-    for key in ("mask_AP", "mask_AP50", "box_AP", "dsb"):
+    for key in ("mask_AP", "mask_AP50", "box_AP", "dsb", "PQ", "AJI", "mean_iou", "iou/square"):
         assert 0.0 <= record[f"val/{key}"] <= 1.0, key
     lines = [json.loads(x) for x in (tmp_path / "mrcnn" / "metrics.jsonl").read_text().splitlines()]
     train_terms = {k for x in lines if x["group"] == "train" for k in x}

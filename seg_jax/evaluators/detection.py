@@ -9,11 +9,14 @@ from seg_jax import data, metrics
 from seg_jax.evaluators.base import Evaluator, to_host
 from seg_jax.evaluators.instances import instance_picture
 
-DETECTION_SCALARS = ("mask_AP", "mask_AP50", "mask_AP75", "box_AP", "box_AP50", "box_AP75", "dsb", "num_images")
+DETECTION_SCALARS = ("mask_AP", "mask_AP50", "mask_AP75", "box_AP", "box_AP50", "box_AP75", "dsb", "PQ", "SQ", "RQ",
+                     "PQ_per_image", "AJI", "AJI_per_image", "num_images", "mean_iou", "pixel_accuracy", "mean_dice")
 
 
 class DetectionEvaluator(Evaluator):
-    """Detections of `task.predict` against every instance of the true maps (`metrics.DetectionMetrics`).
+    """Detections of `task.predict` against every instance of the true maps (`metrics.DetectionMetrics`): COCO mask
+    and box AP, DSB, PQ, AJI, and the semantic metrics of the class map the detections paint (so Mask R-CNN shares
+    `mean_iou` with the semantic models and `dsb`, `mask_AP`, `PQ`, `AJI` with the `instances` evaluator).
     Options: `mask_threshold` (detection masks are binarised at it)."""
 
     OPTIONS: ClassVar[dict] = {"mask_threshold": 0.5}
@@ -21,14 +24,15 @@ class DetectionEvaluator(Evaluator):
     needs_instances: ClassVar[bool] = True
 
     def scalar_names(self) -> list[str]:
-        return list(DETECTION_SCALARS)
+        return list(DETECTION_SCALARS) + [f"{kind}/{name}" for kind in ("iou", "dice") for name in self.class_names]
 
     def device_fn(self, state, batch):
         return self.task.predict(state.variables, batch["image"])
 
     def reset(self) -> None:
         self._metrics = metrics.DetectionMetrics(mask_threshold=float(self.options["mask_threshold"]),
-                                                 ignore_index=int(self.data_cfg.ignore_index))
+                                                 ignore_index=int(self.data_cfg.ignore_index),
+                                                 class_names=self.class_names)
         self._first: dict | None = None
 
     def process(self, outputs, batch) -> None:
@@ -46,7 +50,7 @@ class DetectionEvaluator(Evaluator):
 
     def evaluate(self) -> dict[str, float]:
         result = self._metrics.result()
-        return {k: result[k] for k in DETECTION_SCALARS}
+        return {k: result[k] for k in self.scalar_names()}
 
     def pictures(self) -> dict[str, np.ndarray]:
         if not self._first or not len(self._first["image"]):

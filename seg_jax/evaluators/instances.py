@@ -9,8 +9,9 @@ import numpy as np
 from seg_jax import data, metrics, postprocess, visualize
 from seg_jax.evaluators.base import Evaluator, to_host
 
-INSTANCE_SCALARS = ("dsb", "AP", "AP50", "AP75", "PQ", "SQ", "RQ", "PQ_per_image", "AJI", "AJI_per_image",
-                    "num_images")
+INSTANCE_SCALARS = ("dsb", "mask_AP", "mask_AP50", "mask_AP75", "PQ", "SQ", "RQ", "PQ_per_image", "AJI",
+                    "AJI_per_image", "num_images")
+_RENAMED = {"AP": "mask_AP", "AP50": "mask_AP50", "AP75": "mask_AP75"}  # the detection evaluator's names
 
 
 def instance_picture(images: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], *,
@@ -33,7 +34,7 @@ class InstancesEvaluator(Evaluator):
     """
 
     OPTIONS: ClassVar[dict[str, Any]] = {"per_class": False, "options": {}}
-    DEFINITIONS: ClassVar[dict[str, str]] = dict(metrics.INSTANCE_DEFINITIONS)
+    DEFINITIONS: ClassVar[dict[str, str]] = {_RENAMED.get(k, k): v for k, v in metrics.INSTANCE_DEFINITIONS.items()}
     needs_instances: ClassVar[bool] = True
 
     def scalar_names(self) -> list[str]:
@@ -78,7 +79,7 @@ class InstancesEvaluator(Evaluator):
                 self._images.append(image)
 
     def evaluate(self) -> dict[str, float]:
-        result = self._metrics.result()
+        result = {_RENAMED.get(k, k): v for k, v in self._metrics.result().items()}
         return {k: result.get(k, float("nan")) for k in INSTANCE_SCALARS}
 
     def pictures(self) -> dict[str, np.ndarray]:

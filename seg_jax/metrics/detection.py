@@ -11,7 +11,8 @@ import numpy as np
 
 from seg_jax.data.pipeline.detection_targets import instances_to_targets
 from seg_jax.labels import IGNORE_INDEX
-from seg_jax.metrics.instance import coco_ap, coco_mask_ap, dsb_score
+from seg_jax.metrics.instance import InstanceMetrics, coco_ap, coco_mask_ap, dsb_score
+from seg_jax.metrics.semantic import summarize
 
 def detections_to_instances(masks: np.ndarray, valid: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
     """Instance map int32 ``[H, W]`` of detections sorted by decreasing score: masks ``[K, H, W]``, valid ``[K]``.
@@ -57,6 +58,9 @@ DETECTION_DEFINITIONS = {
                "disjoint by score; mask_AP50 / mask_AP75 at IoU 0.5 / 0.75",
     "box_AP": "COCO box AP@[.5:.95] (pycocotools), class-aware",
     "dsb": "mean over images of the DSB-2018 score of the class-agnostic instance maps",
+    "PQ, SQ, RQ, AJI": "as for the instances evaluator, class-agnostic, on the disjoint detection masks",
+    "mean_iou, iou/<class>": "semantic metrics of the class map painted by the disjoint detection masks "
+                             "(uncovered pixels: background), from one confusion matrix over the split",
     "truth": "every instance of the maps with a foreground class",
 }
 
@@ -74,14 +78,21 @@ class DetectionMetrics:
 
     `result()` reports ``mask_AP``, ``mask_AP50``, ``mask_AP75`` (COCO mask AP by `metrics.coco_mask_ap`, detection
     masks thresholded at ``mask_threshold`` and made disjoint by score), ``box_AP``, ``box_AP50``, ``box_AP75``
-    (`coco_box_ap`), both class-aware; ``dsb`` (mean `metrics.dsb_score`, class-agnostic); ``num_images``. The truth
-    is every instance of the maps with a foreground class (`instances_to_targets` with no cap).
+    (`coco_box_ap`), both class-aware; ``dsb`` (mean `metrics.dsb_score`), ``PQ``/``SQ``/``RQ``, ``AJI`` and their
+    per-image means (`InstanceMetrics`), class-agnostic; ``num_images``. The truth is every instance of the maps with
+    a foreground class (`instances_to_targets` with no cap). With ``class_names``, also the semantic metrics of the
+    class map the disjoint detection masks paint (``mean_iou``, ``pixel_accuracy``, ``mean_dice``, ``iou/<class>``,
+    ``dice/<class>``; pixels no detection covers are background), comparable with a semantic model's.
     """
 
-    def __init__(self, *, mask_threshold: float = 0.5, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, *, mask_threshold: float = 0.5, ignore_index: int = IGNORE_INDEX,
+                 class_names: Sequence[str] | None = None) -> None:
         self.mask_threshold = mask_threshold
         self.ignore_index = ignore_index
+        self.class_names = tuple(class_names) if class_names is not None else None
         self._images: list[dict] = []
+        n = len(self.class_names or ())
+        self._confusion = np.zeros((n, n), np.int64)
 
     def add(self, detections: Mapping[str, np.ndarray], *, instances: np.ndarray, labels: np.ndarray,
             example_mask: np.ndarray | None = None) -> None:
@@ -101,6 +112,17 @@ class DetectionMetrics:
                                       np.arange(1, len(truth["classes"]) + 1, dtype=np.int32)),
                 "true_boxes": truth["boxes"], "true_classes": truth["classes"],
             })
+            if self.class_names is not None:
+                self._add_semantic(self._images[-1], labels[n])
+
+    def _add_semantic(self, image: dict, labels: np.ndarray) -> None:
+        """Adds the confusion of the class map painted by the detections (class of detection k at id k + 1)."""
+        n = len(self.class_names)
+        painted = np.concatenate([[0], image["classes"]]).astype(np.int64)[image["pred_map"]]
+        labels = np.asarray(labels, np.int64)
+        counted = (labels != self.ignore_index) & (labels >= 0) & (labels < n)
+        self._confusion += np.bincount(labels[counted] * n + np.clip(painted[counted], 0, n - 1),
+                                       minlength=n * n).reshape(n, n)
 
     def result(self) -> dict[str, float]:
         """The metrics of the class docstring (NaN APs before any image with an instance)."""
@@ -113,5 +135,16 @@ class DetectionMetrics:
                              [i["classes"][i["valid"]] for i in images], [i["true_boxes"] for i in images],
                              [i["true_classes"] for i in images])
         dsb = [dsb_score(i["pred_map"], i["true_map"]) for i in images]
-        return {**{f"mask_{k}": v for k, v in mask_ap.items()}, **{f"box_{k}": v for k, v in box_ap.items()},
-                "dsb": float(np.mean(dsb)) if dsb else float("nan"), "num_images": len(images)}
+        instance = InstanceMetrics()
+        for i in images:
+            instance.add(i["pred_map"], i["true_map"])
+        kept = ("PQ", "SQ", "RQ", "PQ_per_image", "AJI", "AJI_per_image")
+        out = {**{f"mask_{k}": v for k, v in mask_ap.items()}, **{f"box_{k}": v for k, v in box_ap.items()},
+               "dsb": float(np.mean(dsb)) if dsb else float("nan"),
+               **{k: v for k, v in instance.result().items() if k in kept}, "num_images": len(images)}
+        if self.class_names is not None:
+            record = summarize(self._confusion, class_names=self.class_names, ignore_index=self.ignore_index)
+            out.update({k: record[k] for k in ("mean_iou", "pixel_accuracy", "mean_dice")})
+            for kind in ("iou", "dice"):
+                out.update({f"{kind}/{name}": value for name, value in record[kind].items()})
+        return out

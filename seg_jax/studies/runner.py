@@ -1,0 +1,160 @@
+"""Runs a study: every arm × seed as an ordinary run in `WORKDIR/<arm>/seed<k>/`, then its tables and plots.
+
+    python launch.py --study=experiments/studies/imbalance.py --workdir=runs/studies/imbalance
+    python launch.py --study=... --study_parallel=2            # two runs at once
+    python launch.py --study=... --study_only=ce,ce_dice       # some arms
+    python launch.py --study=... --study_commands              # one launch.py line per run, for a scheduler
+    python launch.py --study=... --study_run=ce/seed1          # one run (what those lines are)
+
+Relaunching continues: finished runs (results.json at the configured step) are skipped, an interrupted one resumes
+from its checkpoints, nothing is recomputed. A run that fails leaves `failed.txt` (its error) and the others go on;
+the tables list it and never count it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from typing import Sequence
+
+import ml_collections
+from absl import logging
+
+from seg_jax.studies import spec as study_spec
+
+
+def run_dir(workdir: str | pathlib.Path, arm: str, seed: int) -> pathlib.Path:
+    return pathlib.Path(workdir) / arm / f"seed{int(seed)}"
+
+
+def is_finished(directory: pathlib.Path, *, steps: int) -> bool:
+    """Whether `directory` holds the results of a run trained to `steps`."""
+    results = directory / "results.json"
+    if not results.is_file():
+        return False
+    try:
+        return int(json.loads(results.read_text()).get("step", -1)) >= steps
+    except (json.JSONDecodeError, ValueError):
+        return False
+
+
+def parse_run(text: str) -> tuple[str, int]:
+    """`"arm/seed3"` → ("arm", 3)."""
+    arm, _, seed = text.partition("/")
+    if not arm or not seed.startswith("seed") or not seed[4:].isdigit():
+        raise study_spec.StudyError(f"--study_run must look like ARM/seed<k> (e.g. ce/seed0), got {text!r}")
+    return arm, int(seed[4:])
+
+
+def selected_runs(study: ml_collections.ConfigDict, *, only: Sequence[str] | None = None) -> list[tuple[str, int]]:
+    """(arm, seed) of every run of the study, arms in study order (`only` keeps the named arms)."""
+    unknown = sorted(set(only or ()) - set(study.arms))
+    if unknown:
+        raise study_spec.StudyError(f"--study_only names no arm of study {study.name!r}: {', '.join(unknown)}; "
+                                    f"arms: {', '.join(study.arms)}")
+    return [(arm, int(seed)) for arm in study.arms if not only or arm in only for seed in study.seeds]
+
+
+def _commit() -> str | None:
+    root = pathlib.Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def write_study_json(study: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+    """Records the study in `workdir/study.json`; a workdir holding another study is refused, naming the fields."""
+    record = study_spec.as_json(study, commit=_commit())
+    path = workdir / "study.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        changed = [k for k in ("name", "base", "arms", "common", "seeds", "metrics", "baseline") if old.get(k) != record[k]]
+        if changed:
+            raise study_spec.StudyError(f"{workdir} holds study {old.get('name')!r} with other {', '.join(changed)}; "
+                                        "relaunch the same study or choose another --workdir")
+        record["commit"] = old.get("commit") if old.get("commit") == record["commit"] else record["commit"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"study.json.tmp{os.getpid()}")
+    temporary.write_text(json.dumps(record, indent=2))
+    os.replace(temporary, path)  # atomic: runs started by a scheduler may write it at once
+
+
+def run_one(study: ml_collections.ConfigDict, arm: str, seed: int, workdir: str | pathlib.Path) -> bool:
+    """Trains and evaluates one run (resuming it); on an error writes `failed.txt` there and returns False."""
+    from seg_jax import train  # deferred: building studies needs no JAX
+    config = study_spec.run_config(study, arm, seed)
+    directory = run_dir(workdir, arm, seed)
+    failed = directory / "failed.txt"
+    if is_finished(directory, steps=int(config.train.steps)):
+        logging.info("study %s: %s/seed%d is finished; skipped", study.name, arm, seed)
+        return True
+    failed.unlink(missing_ok=True)
+    logging.info("study %s: running %s/seed%d in %s", study.name, arm, seed, directory)
+    try:
+        train.train_and_evaluate(config, directory)
+    except Exception:  # one run failing must not stop the study: it is recorded and listed in the tables
+        directory.mkdir(parents=True, exist_ok=True)
+        failed.write_text(traceback.format_exc())
+        logging.error("study %s: %s/seed%d failed; see %s", study.name, arm, seed, failed)
+        return False
+    return True
+
+
+def commands(spec: str, workdir: str | pathlib.Path, study: ml_collections.ConfigDict, *,
+             only: Sequence[str] | None = None) -> list[str]:
+    """One `launch.py` command line per run (each resumable on its own), for a scheduler's array job."""
+    launch = pathlib.Path(__file__).resolve().parents[2] / "launch.py"
+    return [shlex.join([sys.executable, str(launch), f"--study={spec}", f"--workdir={workdir}",
+                        f"--study_run={arm}/seed{seed}"]) for arm, seed in selected_runs(study, only=only)]
+
+
+def _run_in_subprocesses(lines: list[str], *, parallel: int) -> list[int]:
+    """Runs command lines, `parallel` at once; their return codes in order."""
+    running: list[tuple[int, subprocess.Popen]] = []
+    codes = [0] * len(lines)
+    queue = list(enumerate(lines))
+    while queue or running:
+        while queue and len(running) < parallel:
+            index, line = queue.pop(0)
+            running.append((index, subprocess.Popen(shlex.split(line))))
+        for index, process in list(running):
+            if process.poll() is not None:
+                codes[index] = process.returncode
+                running.remove((index, process))
+        time.sleep(0.5)
+    return codes
+
+
+def run_study(spec: str, workdir: str | pathlib.Path, *, parallel: int = 1,
+              only: Sequence[str] | None = None) -> pathlib.Path:
+    """Runs every (selected) run of the study file `spec` not yet finished, then aggregates.
+
+    Returns the path of the study's `results.md`.
+    """
+    from seg_jax.studies.aggregate import aggregate
+    study = study_spec.load_study(spec)
+    workdir = pathlib.Path(workdir)
+    write_study_json(study, workdir)
+    runs = selected_runs(study, only=only)
+    todo = [(arm, seed) for arm, seed in runs
+            if not is_finished(run_dir(workdir, arm, seed),
+                               steps=int(study_spec.run_config(study, arm, seed).train.steps))]
+    logging.info("study %s: %d runs, %d finished, %d to run", study.name, len(runs), len(runs) - len(todo), len(todo))
+    if parallel > 1 and len(todo) > 1:
+        lines = [line for line, run in zip(commands(spec, workdir, study, only=only), runs) if run in todo]
+        codes = _run_in_subprocesses(lines, parallel=parallel)
+        failures = [run for run, code in zip(todo, codes) if code]
+    else:
+        failures = [(arm, seed) for arm, seed in todo if not run_one(study, arm, seed, workdir)]
+    if failures:
+        logging.error("study %s: %d run(s) failed: %s", study.name, len(failures),
+                      ", ".join(f"{a}/seed{s}" for a, s in failures))
+    return aggregate(workdir)
