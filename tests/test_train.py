@@ -219,3 +219,9 @@ def test_class_weights_from_label_counts_reach_the_train_step(make_config, tmp_p
         counts += np.bincount(source[i]["label"].ravel(), minlength=256)[:6]
     freq = counts / counts.sum()
     np.testing.assert_allclose(np.asarray(seen["task"].class_weights), np.median(freq[freq > 0]) / freq, rtol=1e-5)
+
+
+def test_check_data_scans_the_training_and_evaluation_splits(make_config):
+    text = train.check_data(make_config("nuclei", "border_watershed,tiny")).text()
+    assert "no defects found" in text and "train: 24 examples" in text and "validation: 8 examples" in text
+    assert "interior" in text and "border" in text  # the classes trained on, not the stored ones

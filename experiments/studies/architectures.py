@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import ml_collections
 
-from seg_jax.studies.spec import make_arms, overrides
+from seg_jax.studies.spec import make_arms, new_study, overrides
 
 ARGS = (None, "tiny", "gpu")
 
 
 def get_study(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg not in ARGS:
-        raise ValueError(f"unknown architectures argument {arg!r}; valid: tiny, gpu")
     tiny = arg == "tiny"
     size = ",tiny" if tiny else ""
     evals = {"batch_size": 8 if tiny else 32, "num_pictures": 2 if tiny else 6, "every": 0}
     instances = {"type": "instances", "per_class": True,
                  "options": {"method": "connected_components", "foreground_threshold": 0.5, "min_size": 4}, **evals}
     semantic = {"evals": {"val": {"type": "semantic", "boundary_width": 3, **evals}, "val_instances": instances}}
-    study = ml_collections.ConfigDict()
-    study.name = "architectures"
+    study = new_study("architectures", arg, args=ARGS)
     study.description = "FCN-8s vs U-Net vs Mask R-CNN on shapes, on the semantic and instance metrics they share."
     study.base = f"experiments/default.py{':tiny' if tiny else ''}"
     paper = {}

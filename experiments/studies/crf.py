@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from seg_jax.studies.spec import make_arms, overrides
+from seg_jax.studies.spec import make_arms, new_study, overrides
 
 ARGS = (None, "tiny", "gpu")
 
 
 def get_study(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg not in ARGS:
-        raise ValueError(f"unknown crf argument {arg!r}; valid: tiny, gpu")
-    study = ml_collections.ConfigDict()
-    study.name = "crf"
+    study = new_study("crf", arg, args=ARGS)
     study.description = ("Dense-CRF post-processing on vs off on the same checkpoints (val_crf vs val), and "
                          "CRF-as-RNN training (crf_rnn) vs none (plain).")
     study.base = {None: "experiments/default.py:crf", "tiny": "experiments/default.py:crf,tiny",

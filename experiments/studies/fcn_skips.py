@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from seg_jax.studies.spec import make_arms, overrides
+from seg_jax.studies.spec import make_arms, new_study, overrides
 
 ARGS = (None, "tiny", "gpu")
 
 
 def get_study(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg not in ARGS:
-        raise ValueError(f"unknown fcn_skips argument {arg!r}; valid: tiny, gpu")
-    study = ml_collections.ConfigDict()
-    study.name = "fcn_skips"
+    study = new_study("fcn_skips", arg, args=ARGS)
     study.description = ("FCN-32s vs FCN-16s vs FCN-8s: do the skip connections improve mIoU and boundary "
                          "accuracy?")
     base = {None: "experiments/fcn.py:fcn8s", "tiny": "experiments/fcn.py:fcn8s,tiny",

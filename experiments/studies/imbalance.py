@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from seg_jax.studies.spec import make_arms, overrides
+from seg_jax.studies.spec import make_arms, new_study, overrides
 
 ARGS = (None, "tiny", "gpu")
 
 
 def get_study(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg not in ARGS:
-        raise ValueError(f"unknown imbalance argument {arg!r}; valid: tiny, gpu")
-    study = ml_collections.ConfigDict()
-    study.name = "imbalance"
+    study = new_study("imbalance", arg, args=ARGS)
     study.description = ("Cross-entropy vs class-weighted cross-entropy (inverse and median frequency) vs Dice vs "
                          "CE + Dice: does reweighting or Dice raise the IoU of the rare classes and the mIoU?")
     study.base = {None: "experiments/imbalance.py:ce", "tiny": "experiments/imbalance.py:ce,tiny",

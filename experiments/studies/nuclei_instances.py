@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import ml_collections
 
-from seg_jax.studies.spec import make_arms, overrides
+from seg_jax.studies.spec import make_arms, new_study, overrides
 
 ARGS = (None, "tiny", "gpu")
 
 
 def get_study(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg not in ARGS:
-        raise ValueError(f"unknown nuclei_instances argument {arg!r}; valid: tiny, gpu")
     size = ",tiny" if arg == "tiny" else ""
-    study = ml_collections.ConfigDict()
-    study.name = "nuclei_instances"
+    study = new_study("nuclei_instances", arg, args=ARGS)
     study.description = ("CE + connected components vs U-Net weight map + components vs border targets + "
                          "watershed: which separates touching nuclei?")
     study.base = f"experiments/nuclei.py:ce_cc{size}"

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import ml_collections
 
-from seg_jax.studies.spec import make_arms, overrides
+from seg_jax.studies.spec import make_arms, new_study, overrides
 
 ARGS = (None, "tiny", "gpu")
 
 
 def get_study(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg not in ARGS:
-        raise ValueError(f"unknown semantic_vs_detection argument {arg!r}; valid: tiny, gpu")
     size = ",tiny" if arg == "tiny" else ""
-    study = ml_collections.ConfigDict()
-    study.name = "semantic_vs_detection"
+    study = new_study("semantic_vs_detection", arg, args=ARGS)
     study.description = "Border targets + watershed (a semantic U-Net) vs Mask R-CNN on the same touching nuclei."
     study.base = f"experiments/nuclei.py:border_watershed{size}"
     detection_evals = {"val_instances": {"type": "detection", "every": 0, "batch_size": 8 if size else 16,

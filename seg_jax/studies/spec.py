@@ -35,6 +35,15 @@ class StudyError(ValueError):
     """A study file that cannot run; the message names the study, the arm or the field."""
 
 
+def new_study(name: str, arg: str | None, *, args: tuple) -> ml_collections.ConfigDict:
+    """An empty study named `name`, after checking that `arg` is one of the file's `args`."""
+    if arg not in args:
+        raise StudyError(f"unknown {name} argument {arg!r}; valid: {', '.join(a for a in args if a)}")
+    study = ml_collections.ConfigDict()
+    study.name = name
+    return study
+
+
 def overrides(values: Mapping[str, Any]) -> ml_collections.ConfigDict:
     """`{dotted.field: value}` as a ConfigDict that keeps the dotted keys (`study.common`, one arm)."""
     return ml_collections.ConfigDict(dict(values), allow_dotted_keys=True, sort_keys=False)
