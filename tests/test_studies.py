@@ -115,3 +115,11 @@ def test_study_commands_are_one_launch_line_per_run(tmp_path, data_dir):
     assert runner.parse_run("ce_dice/seed12") == ("ce_dice", 12)
     with pytest.raises(spec.StudyError, match="ARM/seed<k>"):
         runner.parse_run("ce_dice/12")
+
+
+def test_parallel_runs_report_each_return_code(tmp_path):
+    # `--study_parallel=K` runs the per-run launch.py lines as K subprocesses at once (end to end by hand: a
+    # 2-arm tiny study with --study_parallel=2 wrote both arms' runs and the tables); here the scheduling.
+    lines = [shlex.join([sys.executable, "-c", f"import sys, time; time.sleep(0.2); sys.exit({code})"])
+             for code in (0, 3, 0, 1)]
+    assert runner._run_in_subprocesses(lines, parallel=2) == [0, 3, 0, 1]

@@ -80,7 +80,8 @@ def learning_curves(names: list[str], curves: dict[str, list[dict]], *, baseline
             if not series:
                 continue
             steps, mean, low, high = _over_seeds(series)
-            ax.plot(steps, mean, color=colour, label=f"{arm} (mean of {len(series)})")
+            ax.plot(steps, mean, color=colour, label=f"{arm} (mean of {len(series)})",
+                    marker="o" if len(steps) <= 12 else None, markersize=3)  # a few evaluations: show the points
             ax.fill_between(steps, low, high, color=colour, alpha=0.2, linewidth=0)
             drawn = True
         if drawn:
