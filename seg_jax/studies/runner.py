@@ -133,6 +133,31 @@ def _run_in_subprocesses(lines: list[str], *, parallel: int) -> list[int]:
     return codes
 
 
+def _run_seeds_together(study: ml_collections.ConfigDict, workdir: pathlib.Path,
+                        todo: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Each arm's pending seeds trained at once (`seg_jax.train.seeds`); the failed (arm, seed) pairs."""
+    from seg_jax.train import seeds
+    failures = []
+    for arm in dict.fromkeys(a for a, _ in todo):
+        group = [seed for a, seed in todo if a == arm]
+        configs = [study_spec.run_config(study, arm, seed) for seed in group]
+        directories = [run_dir(workdir, arm, seed) for seed in group]
+        if len(group) < 2:
+            failures += [(arm, seed) for seed in group if not run_one(study, arm, seed, workdir)]
+            continue
+        try:
+            seeds.train_seeds(configs, directories)
+        except seeds.SeedsApart as error:  # e.g. the runs stand at different steps: one by one
+            logging.info("study %s: %s trained seed by seed (%s)", study.name, arm, error)
+            failures += [(arm, seed) for seed in group if not run_one(study, arm, seed, workdir)]
+        except Exception:  # recorded for every seed of the group, as run_one does for one
+            for directory, seed in zip(directories, group):
+                directory.mkdir(parents=True, exist_ok=True)
+                (directory / "failed.txt").write_text(traceback.format_exc())
+                failures.append((arm, seed))
+    return failures
+
+
 def run_study(spec: str, workdir: str | pathlib.Path, *, parallel: int = 1,
               only: Sequence[str] | None = None) -> pathlib.Path:
     """Runs every (selected) run of the study file `spec` not yet finished, then aggregates.
@@ -148,7 +173,9 @@ def run_study(spec: str, workdir: str | pathlib.Path, *, parallel: int = 1,
             if not is_finished(run_dir(workdir, arm, seed),
                                steps=int(study_spec.run_config(study, arm, seed).train.steps))]
     logging.info("study %s: %d runs, %d finished, %d to run", study.name, len(runs), len(runs) - len(todo), len(todo))
-    if parallel > 1 and len(todo) > 1:
+    if study.get("vmap_seeds", False) and parallel <= 1:
+        failures = _run_seeds_together(study, workdir, todo)
+    elif parallel > 1 and len(todo) > 1:
         lines = [line for line, run in zip(commands(spec, workdir, study, only=only), runs) if run in todo]
         codes = _run_in_subprocesses(lines, parallel=parallel)
         failures = [run for run, code in zip(todo, codes) if code]

@@ -16,6 +16,8 @@ A study file `experiments/studies/<name>.py` has `get_study(arg=None) -> ConfigD
                   (e.g. the same checkpoint with and without a CRF)
     baseline      the arm every other is compared with (paired over seeds)
     curve_metric  the validation scalar of the learning curves (default: metrics[0])
+    vmap_seeds    optional, default False: train an arm's seeds at once (`seg_jax.train.seeds`; slower than
+                  separate runs on XLA:CPU, see there)
 Building a study builds every arm's config, so a study naming a missing field fails its test, not a user.
 """
 from __future__ import annotations
@@ -150,7 +152,7 @@ def as_json(study: ml_collections.ConfigDict, *, commit: str | None) -> dict[str
             "metrics": list(study.metrics), "per_class": list(study.get("per_class", ()) or ()),
             "contrasts": [list(pair) for pair in (study.get("contrasts", None) or ())],
             "baseline": study.baseline, "curve_metric": study.get("curve_metric", None) or study.metrics[0],
-            "commit": commit}
+            "vmap_seeds": bool(study.get("vmap_seeds", False)), "commit": commit}
 
 
 def check_metrics(study: ml_collections.ConfigDict) -> None:
