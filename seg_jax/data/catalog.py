@@ -57,16 +57,24 @@ def _load_procedural(builder_cls: type[procedural.ProceduralBuilder],
 
 
 def _load_folder(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+    """Converts `data.folder` on first use; an existing conversion must agree with the `data.folder`
+    settings that are set (`folder_importer.check_config`)."""
     folder = data_cfg.folder
     path = folder_importer.dataset_dir(data_cfg.data_dir, data_cfg.variant)
-    if not os.path.isdir(path) and folder.images and folder.labels:
+    has_sources = bool(folder.images and folder.labels)
+    if not os.path.isdir(path) and has_sources:
         if folder.num_classes is None:
             raise ValueError("data.folder.num_classes must be set to convert data.folder.images/labels")
         folder_importer.convert_folder(
             images=folder.images, labels=folder.labels, instances=folder.instances,
             num_classes=folder.num_classes, class_names=folder.class_names, out=data_cfg.data_dir,
             val_fraction=folder.val_fraction, seed=folder.seed, variant=data_cfg.variant)
-    return folder_importer.load_builder(data_cfg.data_dir, data_cfg.variant)
+    builder = folder_importer.load_builder(data_cfg.data_dir, data_cfg.variant)
+    sources = dict(images=folder.images, labels=folder.labels, instances=folder.instances,
+                   val_fraction=folder.val_fraction, seed=folder.seed)
+    folder_importer.check_config(path, num_classes=folder.num_classes, class_names=folder.class_names,
+                                 sources=sources if has_sources else None)
+    return builder
 
 
 def _load_public(name: str, data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -180,8 +188,13 @@ class Dataset:
         if split not in self._sources:
             named = {part.split("[")[0].strip() for part in split.split("+")}
             if not named <= set(self.split_sizes):
+                conversion = self._builder.info.metadata.get("conversion") if self.name == "folder" else None
+                images = sum(self.split_sizes.values())
+                why = (f" (converted with val_fraction {conversion['val_fraction']} from {images} image(s): no "
+                       "validation split; evaluate on another split, or convert at least 2 images with a "
+                       "val_fraction above 0)") if conversion and "validation" in named else ""
                 raise KeyError(f"split {split!r} not in dataset {self.name!r}; "
-                               f"available splits: {', '.join(sorted(self.split_sizes))}")
+                               f"available splits: {', '.join(sorted(self.split_sizes))}{why}")
             self._sources[split] = tfds_format.CanonicalSource(self._builder.as_data_source(split=split),
                                                                self._to_canonical)
         return self._sources[split]
