@@ -275,6 +275,16 @@ def test_cityscapes_without_manual_files_says_what_is_missing(tmp_path):
 # ---------------------------------------------------------------- class balance
 
 
+def numpy_label_statistics(source, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel counts per class, and labelled pixels of the images where each class is present, by NumPy."""
+    counts, present_pixels = np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64)
+    for index in range(len(source)):
+        image_counts = np.bincount(source[index]["label"].ravel(), minlength=256)[:num_classes]
+        counts += image_counts
+        present_pixels += np.where(image_counts > 0, image_counts.sum(), 0)
+    return counts, present_pixels
+
+
 def test_class_pixel_counts_match_numpy_and_are_cached(shapes_ds):
     expected = np.zeros(6, np.int64)
     source = shapes_ds.source("train")
@@ -286,18 +296,27 @@ def test_class_pixel_counts_match_numpy_and_are_cached(shapes_ds):
     assert counts.dtype == np.int64
     counts[0] = -1  # callers get a copy: the cache stays right
     np.testing.assert_array_equal(shapes_ds.class_pixel_counts(split="train"), expected)
+    stats = shapes_ds.label_statistics()  # counted in the same pass, cached beside the counts
+    np.testing.assert_array_equal(stats.pixel_counts, expected)
+    np.testing.assert_array_equal(stats.present_image_pixels, numpy_label_statistics(source, 6)[1])
     # A new resolution reads the JSON cache beside the TFDS files (tampered here to prove it).
-    path = os.path.join(shapes_ds.directory, "class_pixel_counts.train.json")
+    path = os.path.join(shapes_ds.directory, "label_statistics.train.json")
     with open(path) as f:
         cached = json.load(f)
-    cached["counts"][0] += 1
+    assert cached["format"] == 2
+    cached["pixel_counts"][0] += 1
     with open(path, "w") as f:
         json.dump(cached, f)
     again = data.resolve(shapes_ds.config)
     np.testing.assert_array_equal(again.class_pixel_counts(), expected + [1, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(shapes_ds.class_pixel_counts(), expected)  # in memory
-    np.testing.assert_allclose(again.class_weights("median_frequency"), data.class_weights_from_counts(
-        expected + [1, 0, 0, 0, 0, 0], method="median_frequency"))
+    np.testing.assert_allclose(again.class_weights("median_global_frequency"), data.class_weights_from_counts(
+        expected + [1, 0, 0, 0, 0, 0], method="median_global_frequency"))
+    # A cache of another format (as an older seg_jax wrote it) is recounted, not misread.
+    cached["format"] = 1
+    with open(path, "w") as f:
+        json.dump(cached, f)
+    np.testing.assert_array_equal(data.resolve(shapes_ds.config).class_pixel_counts(), expected)
 
 
 def test_class_weights_hand_worked():
@@ -306,9 +325,32 @@ def test_class_weights_hand_worked():
     np.testing.assert_allclose(inverse, [1 / 1.8, 1 / 0.9, 1 / 0.3, 0.0], rtol=1e-6)
     assert inverse.dtype == np.float32
     np.testing.assert_allclose(np.dot([0.6, 0.3, 0.1, 0.0], inverse), 1.0, rtol=1e-6)
-    median = data.class_weights_from_counts(counts, method="median_frequency")
+    median = data.class_weights_from_counts(counts, method="median_global_frequency")
     np.testing.assert_allclose(median, [0.5, 1.0, 3.0, 0.0], rtol=1e-6)
-    with pytest.raises(ValueError, match="inverse_frequency, median_frequency"):
+    with pytest.raises(ValueError, match="inverse_frequency, median_frequency, median_global_frequency"):
         data.class_weights_from_counts(counts, method="log")
     with pytest.raises(ValueError, match="positive total"):
         data.class_weights_from_counts([0, 0], method="inverse_frequency")
+    with pytest.raises(ValueError, match="needs present_image_pixels"):
+        data.class_weights_from_counts(counts, method="median_frequency")
+
+
+def test_median_frequency_is_eigen_and_fergus_on_hand_worked_label_maps():
+    from seg_jax.data.derived import statistics
+    maps = [np.array([[0, 0], [0, 1]]),     # 4 labelled pixels: class 0 x3, class 1 x1
+            np.array([[0, 2], [255, 2]]),   # 3 labelled pixels (one ignored): class 0 x1, class 2 x2
+            np.array([[1, 1], [1, 1]])]     # 4 labelled pixels: class 1 x4; class 3 appears nowhere
+    examples = [{"label": label.astype(np.int32), "id": str(i)} for i, label in enumerate(maps)]
+    stats = statistics.label_statistics(examples, num_classes=4, num_threads=1)
+    np.testing.assert_array_equal(stats.pixel_counts, [4, 5, 2, 0])
+    # Class 0 is in maps 0 and 1 (4 + 3 pixels), class 1 in maps 0 and 2 (4 + 4), class 2 in map 1 (3).
+    np.testing.assert_array_equal(stats.present_image_pixels, [7, 8, 3, 0])
+    np.testing.assert_array_equal(stats.present_images, [2, 2, 1, 0])
+    # freq = 4/7, 5/8, 2/3; median 5/8; weight = (5/8) / freq.
+    np.testing.assert_allclose(statistics.class_weights(stats, method="median_frequency"),
+                               [5 / 8 * 7 / 4, 1.0, 5 / 8 * 3 / 2, 0.0], rtol=1e-6)
+    # The global frequencies 4/11, 5/11, 2/11 (median 4/11) give other weights: the old definition.
+    np.testing.assert_allclose(statistics.class_weights(stats, method="median_global_frequency"),
+                               [1.0, 0.8, 2.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(statistics.class_weights(stats, method="inverse_frequency"),
+                               data.class_weights_from_counts([4, 5, 2, 0], method="inverse_frequency"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import fractions
 import io
 
 import numpy as np
@@ -51,10 +52,10 @@ def _reference_dsb(pred: np.ndarray, true: np.ndarray) -> float:
     if not pred_ids.size and not true_ids.size:
         return 1.0
     scores = []
-    for t in np.arange(10) * 0.05 + 0.5:
+    for t in (fractions.Fraction(k, 20) for k in range(10, 20)):  # exact 0.5, 0.55, ..., 0.95
         tp = sum(
             1 for p in pred_ids for g in true_ids
-            if ((pred == p) & (true == g)).sum() / ((pred == p) | (true == g)).sum() > t
+            if fractions.Fraction(int(((pred == p) & (true == g)).sum()), int(((pred == p) | (true == g)).sum())) > t
         )
         scores.append(tp / (tp + (len(pred_ids) - tp) + (len(true_ids) - tp)))
     return float(np.mean(scores))
@@ -93,6 +94,30 @@ def test_dsb_score_hand_cases():
     shrunk = np.where(true == 2, 2, 0)
     shrunk[2:11, 2:11] = 1
     assert dsb_score(shrunk, true) == pytest.approx((7 * 1 + 3 * 1 / 3) / 10)
+
+
+@pytest.mark.parametrize("k", range(10, 20))
+def test_dsb_iou_exactly_at_a_threshold_is_a_miss_and_just_above_a_hit(k):
+    t = k / 20  # every threshold 0.5, 0.55, ..., 0.95
+    true = np.zeros((10, 20), np.int32)
+    true[:, :2] = 1  # 20 pixels
+    pred = np.zeros_like(true)
+    pred.ravel()[np.flatnonzero(true.ravel())[:k]] = 1  # k of them: IoU = k / 20 = t exactly
+    # A hit (score 1) at the k - 10 thresholds below t, a miss (TP 0, FP 1, FN 1: score 0) from t on.
+    assert dsb_score(pred, true) == pytest.approx((k - 10) / 10), t
+    big_true = np.ones((10, 20), np.int32)  # 200 pixels
+    above = np.zeros_like(big_true)
+    above.ravel()[:10 * k + 1] = 1  # IoU = t + 1/200: a hit at t as well
+    assert dsb_score(above, big_true) == pytest.approx((k - 9) / 10), t
+    assert dsb_score(pred, true) == pytest.approx(_reference_dsb(pred, true))
+
+
+def test_dsb_ten_pixel_object_with_nine_predicted_scores_point_eight():
+    true = np.zeros((4, 10), np.int32)
+    true[1, :] = 1
+    pred = np.zeros_like(true)
+    pred[1, :9] = 1  # IoU 0.9: a hit at 0.5 ... 0.85, a miss at 0.9 and 0.95
+    assert dsb_score(pred, true) == pytest.approx(0.8)
 
 
 def test_dsb_score_matches_pairwise_reference_on_random_maps():

@@ -213,11 +213,15 @@ def test_class_weights_from_label_counts_reach_the_train_step(make_config, tmp_p
 
     monkeypatch.setattr(steps, "pmapped_train_step", spy)
     train.train_and_evaluate(config, tmp_path / "weighted")
-    counts = np.zeros(6, np.int64)  # median-frequency weights recomputed here from the stored labels
+    # Median-frequency weights (Eigen & Fergus) recomputed here from the stored labels: freq(c) = pixels of c /
+    # labelled pixels of the images in which c is present; weight = median(freq) / freq(c).
+    counts, present_pixels = np.zeros(6, np.int64), np.zeros(6, np.int64)
     source = data.resolve(config.data).source("train")
     for i in range(len(source)):
-        counts += np.bincount(source[i]["label"].ravel(), minlength=256)[:6]
-    freq = counts / counts.sum()
+        image_counts = np.bincount(source[i]["label"].ravel(), minlength=256)[:6]
+        counts += image_counts
+        present_pixels += np.where(image_counts > 0, image_counts.sum(), 0)
+    freq = counts / present_pixels
     np.testing.assert_allclose(np.asarray(seen["task"].class_weights), np.median(freq[freq > 0]) / freq, rtol=1e-5)
 
 

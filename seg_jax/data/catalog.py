@@ -25,6 +25,10 @@ from seg_jax.data.derived.targets import BORDER_CLASS_NAMES
 from seg_jax.data.sources import folder_importer, nuclei, procedural, public, shapes, tfds_format
 from seg_jax.registry import Registry
 
+# Version of the `label_statistics.<split>.json` caches; a cache of another format is recomputed.
+# (Format 1 was `class_pixel_counts.<split>.json`, pixel counts only; it is no longer read.)
+STATISTICS_FORMAT = 2
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
@@ -57,16 +61,24 @@ def _load_procedural(builder_cls: type[procedural.ProceduralBuilder],
 
 
 def _load_folder(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+    """Converts `data.folder` on first use; an existing conversion must agree with the `data.folder`
+    settings that are set (`folder_importer.check_config`)."""
     folder = data_cfg.folder
     path = folder_importer.dataset_dir(data_cfg.data_dir, data_cfg.variant)
-    if not os.path.isdir(path) and folder.images and folder.labels:
+    has_sources = bool(folder.images and folder.labels)
+    if not os.path.isdir(path) and has_sources:
         if folder.num_classes is None:
             raise ValueError("data.folder.num_classes must be set to convert data.folder.images/labels")
         folder_importer.convert_folder(
             images=folder.images, labels=folder.labels, instances=folder.instances,
             num_classes=folder.num_classes, class_names=folder.class_names, out=data_cfg.data_dir,
             val_fraction=folder.val_fraction, seed=folder.seed, variant=data_cfg.variant)
-    return folder_importer.load_builder(data_cfg.data_dir, data_cfg.variant)
+    builder = folder_importer.load_builder(data_cfg.data_dir, data_cfg.variant)
+    sources = dict(images=folder.images, labels=folder.labels, instances=folder.instances,
+                   val_fraction=folder.val_fraction, seed=folder.seed)
+    folder_importer.check_config(path, num_classes=folder.num_classes, class_names=folder.class_names,
+                                 sources=sources if has_sources else None)
+    return builder
 
 
 def _load_public(name: str, data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -145,8 +157,8 @@ class Dataset:
             uses `labels.STORED_IGNORE`).
         split_sizes: examples per TFDS split, e.g. {"train": 24, "validation": 8, "test": 8}.
         has_instances: whether examples carry instance ids.
-        directory: the prepared TFDS directory read (`<data_dir>/<builder>/<config>/<version>`); the class
-            pixel counts are cached there.
+        directory: the prepared TFDS directory read (`<data_dir>/<builder>/<config>/<version>`); the label
+            statistics (class pixel counts) are cached there.
     """
 
     def __init__(self, *, config: ml_collections.FrozenConfigDict, spec: DatasetSpec,
@@ -162,7 +174,7 @@ class Dataset:
         self._builder = builder
         self._to_canonical = stored_targets.to_canonical(choice) if choice.derived else spec.to_canonical
         self._sources: dict[str, tfds_format.CanonicalSource] = {}
-        self._counts: dict[str, np.ndarray] = {}
+        self._statistics: dict[str, statistics.LabelStatistics] = {}
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{split} {size}" for split, size in self.split_sizes.items())
@@ -180,44 +192,60 @@ class Dataset:
         if split not in self._sources:
             named = {part.split("[")[0].strip() for part in split.split("+")}
             if not named <= set(self.split_sizes):
+                conversion = self._builder.info.metadata.get("conversion") if self.name == "folder" else None
+                images = sum(self.split_sizes.values())
+                why = (f" (converted with val_fraction {conversion['val_fraction']} from {images} image(s): no "
+                       "validation split; evaluate on another split, or convert at least 2 images with a "
+                       "val_fraction above 0)") if conversion and "validation" in named else ""
                 raise KeyError(f"split {split!r} not in dataset {self.name!r}; "
-                               f"available splits: {', '.join(sorted(self.split_sizes))}")
+                               f"available splits: {', '.join(sorted(self.split_sizes))}{why}")
             self._sources[split] = tfds_format.CanonicalSource(self._builder.as_data_source(split=split),
                                                                self._to_canonical)
         return self._sources[split]
 
     def class_pixel_counts(self, split: str | None = None) -> np.ndarray:
         """Labelled pixels per trained class in `split` (default `config.train_split`), int64 [N];
-        ignored pixels not counted.
+        ignored pixels not counted. `label_statistics(split).pixel_counts`, a copy."""
+        return self.label_statistics(split).pixel_counts.copy()
+
+    def label_statistics(self, split: str | None = None) -> statistics.LabelStatistics:
+        """Per-class label statistics of `split` (default `config.train_split`): pixel counts and the labelled
+        pixels of the images where each class is present (`derived.statistics.LabelStatistics`).
 
         One pass over the split (grain reader threads), cached in memory and as
-        `class_pixel_counts.<split>.json` in `directory`, read from there next time.
+        `label_statistics.<split>.json` (format `STATISTICS_FORMAT`) in `directory`, read from there next time.
+        Callers get copies of the arrays.
         """
         split = self.config.train_split if split is None else split
-        if split not in self._counts:
-            self._counts[split] = self._cached_counts(split)
-        return self._counts[split].copy()
+        if split not in self._statistics:
+            self._statistics[split] = self._cached_statistics(split)
+        cached = self._statistics[split]
+        return statistics.LabelStatistics(*(getattr(cached, f.name).copy() for f in dataclasses.fields(cached)))
 
     def class_weights(self, method: str, split: str | None = None) -> np.ndarray:
-        """Per-class loss weights float32 [N] from `class_pixel_counts(split)`;
-        `method` "inverse_frequency" | "median_frequency" (`derived.statistics.class_weights_from_counts`)."""
-        return statistics.class_weights_from_counts(self.class_pixel_counts(split), method=method)
+        """Per-class loss weights float32 [N] from `label_statistics(split)`; `method` one of
+        `derived.statistics.WEIGHT_METHODS` ("inverse_frequency", "median_frequency" (Eigen & Fergus),
+        "median_global_frequency"; `derived.statistics.class_weights_from_counts`)."""
+        return statistics.class_weights(self.label_statistics(split), method=method)
 
-    def _cached_counts(self, split: str) -> np.ndarray:
+    def _cached_statistics(self, split: str) -> statistics.LabelStatistics:
         safe_split = re.sub(r"[^\w.-]+", "_", split)
-        path = os.path.join(self.directory, f"class_pixel_counts.{safe_split}.json")
+        path = os.path.join(self.directory, f"label_statistics.{safe_split}.json")
+        fields = [field.name for field in dataclasses.fields(statistics.LabelStatistics)]
         if os.path.isfile(path):
             with open(path) as f:
                 cached = json.load(f)
-            if cached.get("split") == split and len(cached.get("counts", ())) == self.num_classes:
-                return np.asarray(cached["counts"], np.int64)
-        counts = statistics.count_labels(self.source(split), num_classes=self.num_classes,
-                                         num_threads=int(self.config.prefetch))
+            if (cached.get("format") == STATISTICS_FORMAT and cached.get("split") == split
+                    and all(len(cached.get(name, ())) == self.num_classes for name in fields)):
+                return statistics.LabelStatistics(*(np.asarray(cached[name], np.int64) for name in fields))
+        stats = statistics.label_statistics(self.source(split), num_classes=self.num_classes,
+                                            num_threads=int(self.config.prefetch))
         temporary = f"{path}.tmp{os.getpid()}"
         with open(temporary, "w") as f:
-            json.dump({"split": split, "class_names": list(self.class_names), "counts": counts.tolist()}, f)
+            json.dump({"format": STATISTICS_FORMAT, "split": split, "class_names": list(self.class_names),
+                       **{name: getattr(stats, name).tolist() for name in fields}}, f)
         os.replace(temporary, path)  # atomic: a concurrent reader never sees half a file
-        return counts
+        return stats
 
 
 def resolve(data_cfg: ml_collections.ConfigDict) -> Dataset:

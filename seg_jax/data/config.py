@@ -62,7 +62,9 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
         num_workers: grain worker processes (0 = read in this process).
         prefetch: grain reader threads per process, and batches read ahead.
         folder: the `folder` dataset's sources (images, labels, instances dirs, num_classes,
-            class_names, val_fraction, seed), converted into data_dir on first use.
+            class_names, val_fraction, seed), converted into data_dir on first use. An existing
+            conversion must agree with the keys set here (`data.resolve` names each field that differs);
+            val_fraction 0 (or a single image) converts no validation split.
         cityscapes_manual_dir: directory holding the Cityscapes zips (manual download).
         max_instances: detection models (Mask R-CNN): ground-truth instances per image after
             augmentation, padded to this fixed number; the largest are kept when there are more.

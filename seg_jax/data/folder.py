@@ -1,14 +1,16 @@
 """Command line: convert a user's image/label folders into a seg_jax TFDS dataset.
 
     python -m seg_jax.data.folder --images DIR --labels DIR --num_classes N --out DIR \
-        [--instances DIR] [--class_names a b ...] [--val_fraction 0.1] [--seed 0] [--variant default]
+        [--instances DIR] [--class_names a b ...] [--val_fraction 0.1] [--seed 0] [--variant default] [--overwrite]
 
 Then train with `data.name=folder` and `data.data_dir=<--out>`. The logic is in `sources.folder_importer`;
-this module only parses arguments (nothing imports it, so `-m` runs it once).
+this module only parses arguments and prints (nothing imports it, so `-m` runs it once): the converter's
+notes on stdout, its warnings and errors on stderr, each on its own line, exit status 2 on an error.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Sequence
 
@@ -26,22 +28,44 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val_fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0, help="seeds the train/validation split")
     parser.add_argument("--variant", default="default", help="sub-directory name (data.variant)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a different conversion already in --out/--variant (else it is refused)")
     return parser.parse_args(argv)
+
+
+class _ConsoleHandler(logging.Handler):
+    """The converter's log records: notes on stdout, warnings ("warning: ...") on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            print(f"warning: {record.getMessage()}", file=sys.stderr, flush=True)
+        else:
+            print(record.getMessage(), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    logger = logging.getLogger(folder_importer.__name__)
+    handler, level, propagate = _ConsoleHandler(), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
-        path = folder_importer.convert_folder(
+        result = folder_importer.convert_folder(
             images=args.images, labels=args.labels, instances=args.instances, num_classes=args.num_classes,
             out=args.out, class_names=args.class_names, val_fraction=args.val_fraction, seed=args.seed,
-            variant=args.variant)
+            variant=args.variant, overwrite=args.overwrite)
     except folder_importer.FolderDatasetError as error:
+        sys.stdout.flush()  # TFDS's progress bars are off (`tfds_format.quiet_preparation`): nothing is mid-line
         print(f"error: {error}", file=sys.stderr)
         return 2
-    splits = folder_importer.load_builder(args.out, args.variant).info.splits
-    sizes = ", ".join(f"{name}: {split.num_examples}" for name, split in splits.items())
-    print(f"wrote {path} ({sizes})\ntrain with data.name=folder data.data_dir={args.out} data.variant={args.variant}")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    sizes = ", ".join(f"{name}: {size}" for name, size in result.split_sizes.items())
+    print(f"{'wrote' if result.written else 'kept'} {result.path} ({sizes})\n"
+          f"train with data.name=folder data.data_dir={args.out} data.variant={args.variant}")
     return 0
 
 

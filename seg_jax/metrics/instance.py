@@ -22,7 +22,11 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-DSB_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # 0.5:0.05:0.95 (linspace avoids arange's rounding drift)
+# The DSB IoU thresholds 0.5:0.05:0.95, as integer percentages: "IoU > t" is tested exactly as
+# 100 · intersection > t% · union in integers (floats such as linspace's 0.8999999999999999 would count an
+# IoU of exactly 0.9 as a hit). `DSB_THRESHOLDS` are the same values as floats (each the double nearest t).
+DSB_THRESHOLD_PERCENTS = np.arange(50, 100, 5)
+DSB_THRESHOLDS = DSB_THRESHOLD_PERCENTS / 100
 
 # Stated in evaluation records beside the numbers of `InstanceMetrics.result()`.
 INSTANCE_DEFINITIONS = {
@@ -71,7 +75,8 @@ def _dsb(o: Overlaps) -> float:
     num_pred, num_true = o.intersection.shape
     if num_pred == 0 and num_true == 0:
         return 1.0
-    tp = (o.iou[None] > DSB_THRESHOLDS[:, None, None]).sum(axis=(1, 2))
+    union = o.pred_area[:, None] + o.true_area[None, :] - o.intersection
+    tp = (100 * o.intersection[None] > DSB_THRESHOLD_PERCENTS[:, None, None] * union[None]).sum(axis=(1, 2))
     return float(np.mean(tp / (num_pred + num_true - tp)))  # TP / (TP + FP + FN), FP = P - TP, FN = T - TP
 
 

@@ -182,7 +182,8 @@ class TargetsBuilder(tfds_format.StoredBuilder, skip_registration=True):
             has_weights=choice.weight_map is not None, has_border_label=choice.targets == "border",
             description=f"{self._base.name} with targets derived from its instance ids "
                         "(seg_jax.data.derived.stored_targets).",
-            metadata={"base": f"{self._base.name}/{self._variant}", **dataclasses.asdict(choice)})
+            metadata={"base": f"{self._base.name}/{self._variant}", **dataclasses.asdict(choice),
+                      **_base_fingerprint(self._base)})
 
     def _num_trained_classes(self) -> int:
         return self._choice.num_classes or len(self._base.info.metadata["class_names"])
@@ -214,16 +215,34 @@ class TargetsBuilder(tfds_format.StoredBuilder, skip_registration=True):
         yield from ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
 
 
+def _base_fingerprint(base: tfds.core.DatasetBuilder) -> dict[str, Any]:
+    """{"base_sources_sha256": ...} for a base converted from a user's folder (its record's source
+    fingerprint, `sources.folder_record`), else {} (built-in bases never change under the same name)."""
+    conversion = base.info.metadata.get("conversion") or {}
+    return {"base_sources_sha256": conversion["sources_sha256"]} if "sources_sha256" in conversion else {}
+
+
 def load_builder(base: tfds.core.DatasetBuilder, *, choice: TargetChoice, variant: str, data_dir: str,
                  num_threads: int) -> tfds.core.DatasetBuilder:
     """The derived dataset of `base` for `choice`, written first if missing (idempotent).
 
     `base` must be prepared and have instance ids; `variant` is the base's `data.variant`.
+
+    Raises:
+        ValueError: the derived copy was made from another conversion of a folder dataset (its base was
+            deleted and converted again by hand); the message names the copy to delete.
     """
     builder = TargetsBuilder(base=base, choice=choice, variant=variant, num_threads=num_threads,
                              data_dir=os.path.expanduser(data_dir), file_format="array_record")
     if not builder.is_prepared():
         tfds_format.build(builder)
+        return builder
+    made_from = builder.info.metadata.get("base_sources_sha256")
+    current = _base_fingerprint(base).get("base_sources_sha256")
+    if made_from and made_from != current:
+        raise ValueError(f"the derived targets in {builder.data_dir} were made from another conversion of "
+                         f"{base.data_dir} (sources {made_from[:12]}, now {str(current)[:12]}); delete that "
+                         "directory to derive them again (`python -m seg_jax.data.folder ... --overwrite` does so)")
     return builder
 
 

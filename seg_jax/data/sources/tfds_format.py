@@ -16,13 +16,16 @@ Canonical example (host-side numpy, what `catalog.Dataset.source` returns):
 """
 from __future__ import annotations
 
+import contextlib
 import io
-from typing import Any, Callable, Mapping, Sequence
+import logging
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 from tensorflow_datasets.core import utils as tfds_utils
+from tensorflow_datasets.core.utils import tqdm_utils
 
 VERSION = "1.0.0"
 
@@ -114,6 +117,22 @@ def build(builder: tfds.core.DatasetBuilder) -> None:
     """Writes the builder's files unless they exist (statistics skipped: they are not needed)."""
     config = tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP)
     builder.download_and_prepare(download_config=config)
+
+
+@contextlib.contextmanager
+def quiet_preparation() -> Iterator[None]:
+    """While the body runs: no TFDS progress bars, and TFDS's absl log records below ERROR dropped (e.g.
+    "Using custom data configuration"); both restored afterwards, also on error. Our builders that read
+    local files also silence TFDS's "Downloading and preparing dataset ..." line (`folder_importer`)."""
+    absl_logger = logging.getLogger("absl")
+    was_active, level = getattr(tqdm_utils, "_active", True), absl_logger.level
+    tfds.display_progress_bar(False)
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        tfds.display_progress_bar(was_active)
+        absl_logger.setLevel(level)
 
 
 def stored_to_canonical(example: Mapping[str, Any], *, label_key: str = "label") -> dict[str, Any]:
