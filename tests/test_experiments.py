@@ -26,7 +26,8 @@ def test_config_builds(name, arg):
     exp = build_experiment(config, num_classes=len(class_names))
     evs = evaluators.build_evaluators(config, task=exp.task, class_names=class_names)
     assert config.train.best_metric in evaluators.scalar_names(evs)
-    assert config.get("class_weights") in (None, "inverse_frequency", "median_frequency")
+    from seg_jax.data.derived.statistics import WEIGHT_METHODS
+    assert config.get("class_weights") in (None, *WEIGHT_METHODS)
     h, w = config.data.crop_size
     variables = jax.eval_shape(lambda: exp.init_model.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3)),
                                                            train=False))
