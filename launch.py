@@ -2,14 +2,14 @@
 
     python launch.py                                      # default experiment: U-Net on `shapes`
     python launch.py --config=experiments/fcn.py:fcn8s --workdir=runs/fcn8s --config.train.steps=2000
-    python launch.py --config=experiments/fcn.py:fcn8s --workdir=runs/fcn8s --mode=eval
+    python launch.py --workdir=runs/fcn8s --mode=eval       # with the run's own config.json
     python launch.py --config=experiments/nuclei.py:ce_cc --mode=check_data  # scan the data, train nothing
     python launch.py --study=experiments/studies/imbalance.py --workdir=runs/studies/imbalance  # arms x seeds
 """
 from __future__ import annotations
 
-import logging as std_logging
 import pathlib
+import sys
 
 import jax
 from absl import app, flags, logging
@@ -29,36 +29,52 @@ _STUDY_RUN = flags.DEFINE_string("study_run", None, "study: run only ARM/seed<k>
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (one process per host).")
 
 
-class _QuietLibraries(std_logging.Filter):
-    """Keeps seg_jax's progress lines and every warning; drops the libraries' INFO chatter."""
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        if "OpenCV is not installed" in str(record.msg):  # TFDS decodes PNGs with Pillow; that is fine
-            return False
-        return record.levelno >= std_logging.WARNING or "seg_jax" in record.pathname or __file__ == record.pathname
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_QuietLibraries())
+    from seg_jax.train.writers import QuietLibraries
+    logging.get_absl_handler().addFilter(QuietLibraries(own_files=(__file__,)))
     if _MULTIHOST.value:
         jax.distributed.initialize()
     if _STUDY.value:
         return _study(_STUDY.value)
     from seg_jax import train  # after flag parsing, so --help stays fast
+    try:
+        return _run(train)
+    except train.ConfigError as e:  # one line, exit status 2: nothing was written
+        print(f"error: {e.field}: {e.message}", file=sys.stderr)
+        return 2
+    except train.RUN_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
+
+def _run(train) -> int:
     config = _CONFIG.value
     if _MODE.value == "check_data":
         print(train.check_data(config).text())
-        return
+        return 0
     workdir = _WORKDIR.value or str(pathlib.Path("runs") / config.name)
     logging.info("process %d/%d, local devices: %s, workdir: %s", jax.process_index(), jax.process_count(),
                  jax.local_devices(), workdir)
     if _MODE.value == "train":
         train.train_and_evaluate(config, workdir)
-    else:
-        train.evaluate(config, workdir, split=_SPLIT.value, which=_WHICH.value)
+        return 0
+    if not flags.FLAGS["config"].present:  # the run's own config, with any --config.<field> overrides
+        config = _saved_config(pathlib.Path(workdir))
+    train.evaluate(config, workdir, split=_SPLIT.value, which=_WHICH.value)
+    return 0
+
+
+def _saved_config(workdir: pathlib.Path):
+    from seg_jax.train import workdir as wd
+    config = wd.read_config(workdir)
+    overrides = config_flags.get_override_values(flags.FLAGS["config"])
+    if overrides:
+        config.update_from_flattened_dict(overrides)
+        logging.info("evaluating with %s/config.json and %s", workdir,
+                     ", ".join(f"{k}={v!r}" for k, v in overrides.items()))
+    return config
 
 
 def _study(spec: str) -> int:

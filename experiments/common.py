@@ -51,6 +51,9 @@ def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
                                                  "power": 0.9})
     config.train = ml_collections.ConfigDict({
         "steps": 1500,
+        # Steps the LR schedule spans: None = train.steps; a resumed or extended run keeps the span recorded
+        # in its checkpoint (raising train.steps continues at the final LR) unless this is set.
+        "schedule_steps": config_dict.placeholder(int),
         "batch_size": 8,           # global, split over all devices of all processes
         "log_every": 100,
         "checkpoint_every": 250,

@@ -1,8 +1,15 @@
-"""Pictures of predictions: colour-coded label maps side by side with their images."""
+"""Pictures of predictions: colour-coded label maps side by side with their images, under column titles and
+above a legend of the class colours (`figure`)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
 from seg_jax.labels import IGNORE_INDEX
+
+IGNORE_COLOUR = (255, 255, 255)  # how `colorize` draws the ignore label
 
 
 def palette(num_colors: int, *, seed: int = 0) -> np.ndarray:
@@ -57,3 +64,62 @@ def draw_boxes(panel: np.ndarray, boxes: np.ndarray, classes: np.ndarray, *, num
         out[y1, x1:x2 + 1] = out[y2, x1:x2 + 1] = colour
         out[y1:y2 + 1, x1] = out[y1:y2 + 1, x2] = colour
     return out
+
+
+def class_legend(class_names: Sequence[str], *, ignore: bool = True) -> list[tuple[str, tuple[int, int, int]]]:
+    """`(name, colour)` of every class as `colorize` draws it (`palette`), and the ignore label's white."""
+    colours = palette(max(len(class_names), 1))
+    entries = [(str(name), tuple(int(v) for v in colours[i])) for i, name in enumerate(class_names)]
+    return entries + ([("ignore", IGNORE_COLOUR)] if ignore else [])
+
+
+def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font) -> list[str]:
+    """Words of `text` in lines at most `width` px wide (a word wider than that is cut)."""
+    fits = lambda t: draw.textlength(t, font=font) <= width
+    lines: list[str] = []
+    for word in text.split():
+        pieces = []
+        while len(word) > 1 and not fits(word):
+            cut = max([n for n in range(1, len(word)) if fits(word[:n])] or [1])
+            pieces.append(word[:cut])
+            word = word[cut:]
+        for piece in pieces + [word]:
+            if lines and fits(f"{lines[-1]} {piece}"):
+                lines[-1] = f"{lines[-1]} {piece}"
+            else:
+                lines.append(piece)
+    return lines or [""]
+
+
+def figure(rows: list[list[np.ndarray]], *, titles: Sequence[str],
+           legend: Sequence[tuple[str, tuple[int, int, int]]] = (), gap: int = 2) -> np.ndarray:
+    """`grid(rows)` with a title above each column (wrapped to the panel width) and, below, a legend: a swatch of
+    each `(name, colour)` beside its name. uint8 `[H, W, 3]`, black text on white."""
+    body = grid(rows, gap=gap)
+    panel_w = rows[0][0].shape[1]
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line = font.getbbox("Ag")[3] + 2
+    wrapped = [_wrap(t, panel_w, probe, font) for t in titles]
+    header = max(len(w) for w in wrapped) * line + gap if titles else 0
+    swatch, width = line - 3, body.shape[1]
+    places, x, y = [], 0, 0  # legend entries flow left to right, wrapping at the picture's width
+    for name, colour in legend:
+        entry = swatch + 3 + int(np.ceil(probe.textlength(name, font=font))) + 8
+        if x and x + entry > width:
+            x, y = 0, y + line
+        places.append((x, y, name, colour))
+        x += entry
+    footer = y + line + gap if legend else 0
+    canvas = Image.new("RGB", (width, header + body.shape[0] + footer), (255, 255, 255))
+    canvas.paste(Image.fromarray(body), (0, header))
+    draw = ImageDraw.Draw(canvas)
+    for j, lines in enumerate(wrapped):
+        for k, text in enumerate(lines):
+            left = j * (panel_w + gap) + max((panel_w - probe.textlength(text, font=font)) / 2, 0)
+            draw.text((left, k * line), text, fill=(0, 0, 0), font=font)
+    top = header + body.shape[0] + gap
+    for x, y, name, colour in places:
+        draw.rectangle((x, top + y + 1, x + swatch, top + y + 1 + swatch), fill=colour, outline=(128, 128, 128))
+        draw.text((x + swatch + 3, top + y), name, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)

@@ -93,11 +93,11 @@ def test_a_new_metric_is_one_evaluator_class_and_one_config_entry(make_config, m
 def test_best_metric_and_splits_are_checked_before_anything_is_written(make_config, tmp_path):
     config = make_config()
     config.train.best_metric = "val/miou"
-    with pytest.raises(KeyError, match="best_metric 'val/miou' is not a scalar.*valid: val/mean_iou"):
+    with pytest.raises(train.ConfigError, match="^train.best_metric: 'val/miou' is not a scalar.*valid: val/mean_iou"):
         train.train_and_evaluate(config, tmp_path / "run")
     config = make_config()
     config.evals.val.split = "valid"
-    with pytest.raises(KeyError, match="split 'valid'.*available splits"):
+    with pytest.raises(train.ConfigError, match="^evals.val.split: split 'valid'.*available splits"):
         train.train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 

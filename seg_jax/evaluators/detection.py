@@ -57,4 +57,4 @@ class DetectionEvaluator(Evaluator):
             return {}
         images = data.denormalize(self._first["image"], self.data_cfg)
         return {"instances": instance_picture(images, self._first["pairs"], boxes=self._first["boxes"],
-                                              num_classes=len(self.class_names))}
+                                              num_classes=len(self.class_names), class_names=self.class_names)}

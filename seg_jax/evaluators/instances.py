@@ -15,16 +15,20 @@ _RENAMED = {"AP": "mask_AP", "AP50": "mask_AP50", "AP75": "mask_AP75"}  # the de
 
 
 def instance_picture(images: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], *,
-                     boxes: list[tuple[np.ndarray, np.ndarray]] | None = None, num_classes: int = 1) -> np.ndarray:
-    """A grid with one row per example: image | true instances | predicted instances (one colour each);
-    with detections' `(boxes, classes)`, their boxes drawn in class colours on the image and the prediction."""
+                     boxes: list[tuple[np.ndarray, np.ndarray]] | None = None, num_classes: int = 1,
+                     class_names: tuple[str, ...] = ()) -> np.ndarray:
+    """A titled grid with one row per example: image | true instances | predicted instances (one colour each);
+    with detections' `(boxes, classes)`, their boxes drawn in class colours on the image and the prediction, and
+    a legend of those colours by `class_names`."""
     rows = []
     for i, (image, (t, p)) in enumerate(zip(images, pairs)):
         row = [image, visualize.colorize_instances(t), visualize.colorize_instances(p)]
         if boxes is not None:
             row[0], row[2] = (visualize.draw_boxes(x, *boxes[i], num_classes=num_classes) for x in (row[0], row[2]))
         rows.append(row)
-    return visualize.grid(rows)
+    legend = visualize.class_legend(class_names, ignore=False) if boxes is not None and class_names else ()
+    titles = ("image" + (" + boxes" if boxes is not None else ""), "true instances", "predicted instances")
+    return visualize.figure(rows, titles=titles, legend=legend)
 
 
 class InstancesEvaluator(Evaluator):

@@ -16,6 +16,8 @@ from seg_jax import data, metrics, visualize
 from seg_jax.evaluators.base import Evaluator, summed, to_host
 from seg_jax.metrics.boundary import boundary_counts
 
+# Titles of the picture columns after the image, by output key.
+COLUMN_TITLES = {"label": "truth", "prediction": "prediction", "with_crf_prediction": "after CRF"}
 SUMMED = ("confusion", "per_image_iou_sum", "per_image_count", "boundary_correct", "boundary_total")
 
 
@@ -109,7 +111,9 @@ class SemanticEvaluator(Evaluator):
                                    ignore_index=int(self.data_cfg.ignore_index))
         columns = ["label"] + sorted(k for k in first if k.endswith("prediction"))  # prediction, then crf_...
         rows = [[image] + [colour(first[k][keep][i]) for k in columns] for i, image in enumerate(images)]
-        return {"predictions": visualize.grid(rows)} if rows else {}
+        titles = ["image"] + [COLUMN_TITLES.get(k, k.replace("_", " ")) for k in columns]
+        return {"predictions": visualize.figure(rows, titles=titles, legend=visualize.class_legend(
+            self.class_names))} if rows else {}
 
 
 class CRFEvaluator(SemanticEvaluator):

@@ -6,15 +6,20 @@ Layout in the workdir::
     best/<step>/          the single best save by `best_metric`
 
 orbax writes each save to a temporary folder and renames it when complete, so a run killed
-mid-save resumes from the previous complete checkpoint.
+mid-save resumes from the previous complete checkpoint. A committed checkpoint that cannot be read
+(files deleted or damaged later) is skipped with a warning naming its directory, and moved to
+`unreadable/checkpoints/<step>` when resuming, so the run saves that step again; only when no
+checkpoint can be read does `restore_readable` fail, naming each one.
 """
 from __future__ import annotations
 
 import pathlib
+import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from seg_jax.train.state import TrainState
 
@@ -32,27 +37,43 @@ def _args(state_tree=None, meta=None, *, restore: bool) -> ocp.args.Composite:
     return ocp.args.Composite(state=ocp.args.StandardSave(state_tree), meta=ocp.args.JsonSave(meta))
 
 
-def _options(name: str, *, keep: int) -> ocp.CheckpointManagerOptions:
+class NoCheckpointError(FileNotFoundError):
+    """The workdir has no checkpoint, or none that can be read."""
+
+
+def _options(name: str, *, keep: int, create: bool) -> ocp.CheckpointManagerOptions:
     # Both managers may save the same step at once; without distinct prefixes their multi-host
     # barriers share a key ("_async_write_complete.<step>") and the second one fails.
     return ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True,
+        max_to_keep=keep, create=create,
         multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
 
 
 class Checkpoints:
     """The latest-`keep` and best-by-metric checkpoint managers of one workdir.
 
-    Every process must call `save` (orbax saves collectively in multi-host runs).
+    Every process must call `save` (orbax saves collectively in multi-host runs). `create=False` (evaluation)
+    never creates the `checkpoints/` and `best/` folders.
     """
 
-    def __init__(self, workdir: str | pathlib.Path, *, keep: int, best_metric: str, best_mode: str):
+    def __init__(self, workdir: str | pathlib.Path, *, keep: int, best_metric: str, best_mode: str,
+                 create: bool = True):
         if best_mode not in ("max", "min"):
             raise ValueError(f"config.train.best_mode must be 'max' or 'min', got {best_mode!r}")
-        workdir = pathlib.Path(workdir).absolute()
+        self.workdir = workdir = pathlib.Path(workdir).absolute()
         self.best_metric, self.best_mode = best_metric, best_mode
-        self.latest = ocp.CheckpointManager(workdir / "checkpoints", options=_options("latest", keep=keep))
-        self.best = ocp.CheckpointManager(workdir / "best", options=_options("best", keep=1))
+        self.latest = ocp.CheckpointManager(workdir / "checkpoints", options=_options("latest", keep=keep,
+                                                                                   create=create))
+        self.best = ocp.CheckpointManager(workdir / "best", options=_options("best", keep=1, create=create))
+
+    def manager(self, which: str) -> ocp.CheckpointManager:
+        if which not in ("latest", "best"):
+            raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
+        return self.latest if which == "latest" else self.best
+
+    def steps(self, which: str = "latest") -> list[int]:
+        """The committed steps of `which`, oldest first (readable or not)."""
+        return sorted(self.manager(which).all_steps())
 
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
@@ -66,20 +87,69 @@ class Checkpoints:
         """Saves an unreplicated state; `meta` (JSON) travels with it, e.g. the best value so far."""
         step = int(jax.device_get(state.step))
         tree = _state_tree(state)
-        if is_best:  # before `latest`, so a kill in between never loses the best
+        # before `latest`, so a kill in between never loses the best; a resumed run that recomputes a step
+        # saved as best before the kill recomputes the same state, which is kept as it is
+        if is_best and step not in self.best.all_steps():
             self.best.save(step, args=_args(tree, meta, restore=False), force=True)
         self.latest.save(step, args=_args(tree, meta, restore=False), force=True)
 
     def restore(self, state: TrainState, *, step: int | None = None, which: str = "latest") -> tuple[TrainState, dict]:
         """Restores into the structure of `state` (unreplicated); returns (state, meta)."""
-        manager = self.latest if which == "latest" else self.best
+        manager = self.manager(which)
         step = manager.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}")
+            raise NoCheckpointError(f"no {which} checkpoint in {manager.directory}")
         restored = manager.restore(step, args=_args(_state_tree(state), restore=True))
         tree = restored["state"]
         return state.replace(step=tree["step"], params=tree["params"], batch_stats=tree["batch_stats"],
                              opt_state=tree["opt_state"]), dict(restored["meta"])
+
+    def restore_readable(self, state: TrainState, *, which: str = "latest",
+                         move_unreadable: bool = False) -> tuple[TrainState, dict, int] | None:
+        """The newest checkpoint of `which` that can be read: `(state, meta, step)`, or None when there is none.
+
+        Each newer one that cannot be read is skipped with a warning naming its directory; `move_unreadable`
+        (resuming, process 0) moves it to `<workdir>/unreadable/<checkpoints|best>/<step>` so the step can be
+        saved again.
+
+        Raises:
+            NoCheckpointError: checkpoints exist and none can be read (the message names each one and why).
+        """
+        manager = self.manager(which)
+        failures = []
+        for step in sorted(manager.all_steps(), reverse=True):
+            try:
+                restored = self.restore(state, step=step, which=which)
+            except Exception as e:  # orbax raises many kinds (missing files, tensorstore, JSON, tree structure)
+                directory = pathlib.Path(manager.directory) / str(step)
+                reason = " ".join(str(e).split())[:200]
+                logging.warning("checkpoint %s cannot be read (%s: %s); trying the previous one", directory,
+                                type(e).__name__, reason)
+                failures.append((step, directory, f"{type(e).__name__}: {reason}"))
+                continue
+            if move_unreadable and failures:
+                self._move_aside(manager, failures)
+            return (*restored, step)
+        if failures:
+            raise NoCheckpointError(f"no readable {which} checkpoint in {manager.directory}: " + "; ".join(
+                f"{directory} ({reason})" for _, directory, reason in failures))
+        return None
+
+    def _move_aside(self, manager: ocp.CheckpointManager, failures: list) -> None:
+        if jax.process_index() == 0:
+            for step, directory, _ in failures:
+                target = self.workdir / "unreadable" / directory.parent.name / str(step)
+                n = 1
+                while target.exists():
+                    n += 1
+                    target = target.with_name(f"{step}_{n}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(directory), str(target))
+                logging.warning("moved the unreadable checkpoint %s to %s", directory, target)
+        if jax.process_count() > 1:  # every process lists the steps again only after the move
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("seg_jax_unreadable_checkpoints_moved")
+        manager.reload()
 
     def wait(self) -> None:
         self.latest.wait_until_finished()

@@ -23,6 +23,7 @@ class Experiment:
     task: Any                # a seg_jax.tasks task around the model applied in the pmapped step
     learning_rate_fn: optax.Schedule
     tx: optax.GradientTransformation
+    schedule_steps: int      # the steps the learning-rate schedule spans
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict:
@@ -46,12 +47,22 @@ def _models(config: ml_collections.ConfigDict, *, num_classes: int) -> tuple[nn.
     return init_model, apply_model
 
 
+def schedule_steps(config: ml_collections.ConfigDict) -> int:
+    """The steps the schedule spans for a new run: `train.schedule_steps` when set, else `train.steps`."""
+    return int(config.train.get("schedule_steps", None) or config.train.steps)
+
+
 def build_experiment(config: ml_collections.ConfigDict, *, num_classes: int,
                      class_weights: np.ndarray | None = None) -> Experiment:
     """Task (model + loss), schedule and optimiser from `config`; unknown names raise listing valid ones."""
     init_model, apply_model = _models(config, num_classes=num_classes)
     task = tasks.create_task(config, model=apply_model, num_classes=num_classes, class_weights=class_weights)
-    schedule = optim.make_schedule(config.schedule, base_lr=config.optimizer.learning_rate,
-                                   total_steps=config.train.steps)
-    return Experiment(init_model=init_model, task=task, learning_rate_fn=schedule,
-                      tx=optim.make_optimizer(config.optimizer, schedule))
+    return with_schedule(Experiment(init_model=init_model, task=task, learning_rate_fn=None, tx=None,
+                                    schedule_steps=0), config, total_steps=schedule_steps(config))
+
+
+def with_schedule(exp: Experiment, config: ml_collections.ConfigDict, *, total_steps: int) -> Experiment:
+    """`exp` with its schedule and optimiser spanning `total_steps` (a resumed run keeps its recorded span)."""
+    schedule = optim.make_schedule(config.schedule, base_lr=config.optimizer.learning_rate, total_steps=total_steps)
+    return dataclasses.replace(exp, learning_rate_fn=schedule, tx=optim.make_optimizer(config.optimizer, schedule),
+                               schedule_steps=int(total_steps))

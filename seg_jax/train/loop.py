@@ -19,9 +19,9 @@ from flax import jax_utils
 from PIL import Image
 
 from seg_jax import data, evaluators as evals
-from seg_jax.train import steps, workdir as wd
-from seg_jax.train.checkpoints import Checkpoints
-from seg_jax.train.experiment import Experiment, build_experiment
+from seg_jax.train import steps, validate, workdir as wd
+from seg_jax.train.checkpoints import Checkpoints, NoCheckpointError
+from seg_jax.train.experiment import Experiment, build_experiment, with_schedule
 from seg_jax.train.state import TrainState, create_train_state, unreplicate_to_host
 from seg_jax.train.writers import MetricWriter
 
@@ -40,30 +40,69 @@ class Run:
     state: TrainState
 
 
-def build_run(config: ml_collections.ConfigDict) -> Run:
-    """Resolves the dataset once, builds task, optimiser and evaluators, checks `train.best_metric`.
+def build_run(config: ml_collections.ConfigDict, *, training: bool = True, split: str | None = None) -> Run:
+    """Validates the whole config (`validate`), resolves the dataset once, builds task, optimiser and evaluators
+    (on `split` instead of each one's own, when given). Writes nothing to any workdir.
+
+    `training=False` (`--mode=eval`): skips what only training needs (train batch size and cadences, class
+    weights, `train.best_metric`).
 
     Raises:
-        KeyError / ValueError naming the config field: unknown names, options, splits or best metric.
+        validate.ConfigError: naming the field (sizes, divisibility, names, splits, eval image sizes, best metric).
     """
-    dataset = data.resolve(config.data)
-    method = config.get("class_weights", None)
-    class_weights = dataset.class_weights(method) if method else None
-    if class_weights is not None:
+    validate.validate_config(config, num_devices=jax.local_device_count(), process_count=jax.process_count(),
+                             training=training)
+    dataset = validate.resolve_dataset(config)
+    method = config.get("class_weights", None) if training else None
+    class_weights = None
+    if method:
+        try:
+            class_weights = dataset.class_weights(method)
+        except (KeyError, ValueError) as e:
+            raise validate.ConfigError("class_weights", str(e.args[0]) if e.args else str(e)) from None
         logging.info("class weights (%s): %s", method, np.round(class_weights, 4).tolist())
     exp = build_experiment(config, num_classes=dataset.num_classes, class_weights=class_weights)
-    evaluators = evals.build_evaluators(config, task=exp.task, class_names=dataset.class_names)
-    for evaluator in evaluators:
-        evaluator.validate(dataset)
-    names = evals.scalar_names(evaluators)
-    if config.train.best_metric not in names:
-        headline = [n for n in names if n.count("/") == 1]
-        raise KeyError(f"config.train.best_metric {config.train.best_metric!r} is not a scalar of the configured "
-                       f"evaluators (config.evals); valid: {', '.join(headline)} and per-class ones such as "
-                       f"{next((n for n in names if n.count('/') > 1), '-')}")
+    if split is not None:
+        validate.check_split(dataset, split, "--split")
+    evaluators = evals.build_evaluators(config, task=exp.task, class_names=dataset.class_names, split=split)
+    validate.validate_with_dataset(config, dataset, evaluators, scalar_names=evals.scalar_names(evaluators),
+                                   training=training)
     state = create_train_state(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx, seed=config.seed,
                                image_shape=tuple(config.data.crop_size))
     return Run(dataset=dataset, exp=exp, evaluators=evaluators, state=state)
+
+
+def _resumed_schedule(exp: Experiment, config: ml_collections.ConfigDict, *, meta: dict,
+                      saved: dict | None) -> Experiment:
+    """The schedule a resumed run continues on: `train.schedule_steps` when set, else the span recorded in its
+    checkpoint (older checkpoints: the saved config's), so raising `train.steps` continues at the final LR."""
+    recorded = meta.get("schedule_steps")
+    if recorded is None and saved is not None:
+        recorded = saved.get("train.schedule_steps") or saved.get("train.steps")
+    if config.train.get("schedule_steps", None):
+        if recorded and int(recorded) != exp.schedule_steps:
+            logging.info("train.schedule_steps=%d: the learning-rate schedule is re-planned over %d steps (it "
+                         "spanned %d)", exp.schedule_steps, exp.schedule_steps, recorded)
+        return exp
+    if recorded is None or int(recorded) == exp.schedule_steps:
+        return exp
+    exp = with_schedule(exp, config, total_steps=int(recorded))
+    logging.info("train.steps=%d, and this run's learning-rate schedule spans %d steps: keeping it, so steps after "
+                 "%d continue at its final learning rate %.3g (--config.train.schedule_steps=N re-plans the "
+                 "schedule over N steps instead)", config.train.steps, recorded, recorded,
+                 float(exp.learning_rate_fn(int(recorded))))
+    return exp
+
+
+def _resumed_best(meta: dict, config: ml_collections.ConfigDict, saved: dict | None) -> float | None:
+    """The best value so far, unless `train.best_metric` / `best_mode` changed (then the best is chosen afresh)."""
+    saved = saved or {}
+    was = (meta.get("best_metric", saved.get("train.best_metric")), meta.get("best_mode", saved.get("train.best_mode")))
+    now = (config.train.best_metric, config.train.best_mode)
+    if meta.get("best_value") is not None and was != now:
+        logging.info("best checkpoint: %s (%s) instead of %s (%s); the best is chosen afresh from now on", *now, *was)
+        return None
+    return meta.get("best_value")
 
 
 def _log_result(writer: MetricWriter, step: int, result: evals.EvalResult, workdir: pathlib.Path) -> None:
@@ -115,16 +154,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     """
     workdir = pathlib.Path(workdir)
     is_main = jax.process_index() == 0
-    run = build_run(config)
+    run = build_run(config)  # the whole config checked: nothing is written before this
     ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints, best_metric=config.train.best_metric,
                         best_mode=config.train.best_mode)
-    start = ckpts.latest_step()
-    wd.check_resume(config, workdir, latest_step=start)
-    state, meta = run.state, {}
-    if start is not None:
-        state, meta = ckpts.restore(state)
+    saved = wd.check_config(config, workdir, has_checkpoint=bool(ckpts.steps()))
+    restored = ckpts.restore_readable(run.state, move_unreadable=True)
+    state, meta, start = restored if restored is not None else (run.state, {}, 0)
+    wd.check_finished(config, workdir, step=start if restored is not None else None)
+    if restored is not None:
         logging.info("resuming %s from step %d", workdir, start)
-    start = start or 0
+        run.exp = _resumed_schedule(run.exp, config, meta=meta, saved=saved)
+        state = state.replace(tx=run.exp.tx)
     if is_main:
         wd.write_config(config, workdir)
     total = int(config.train.steps)
@@ -139,8 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     rstate = jax_utils.replicate(state)
     try:
         results = _train_steps(rstate, range(start + 1, total + 1), batches=batches, train_fn=train_fn, rng=rng,
-                               best=meta.get("best_value"), config=config, run=run, ckpts=ckpts, writer=writer,
-                               workdir=workdir, last_good=start)
+                               best=_resumed_best(meta, config, saved), config=config, run=run, ckpts=ckpts,
+                               writer=writer, workdir=workdir, last_good=start)
         if results is None:  # resumed at the end: evaluate what was restored
             results = _evaluate_all(run.evaluators, rstate, dataset=run.dataset)
     finally:  # also on errors: let the last good checkpoint finish writing
@@ -179,7 +219,9 @@ def _train_steps(rstate, steps_range, *, batches, train_fn, rng, best, config, r
                     is_best = ckpts.is_better(value, best)
                     best = value if is_best else best
         if save_now or is_best:
-            ckpts.save(unreplicate_to_host(rstate), meta={"best_value": best, "step": step}, is_best=is_best)
+            meta = {"best_value": best, "step": step, "best_metric": best_name, "best_mode": config.train.best_mode,
+                    "schedule_steps": run.exp.schedule_steps}
+            ckpts.save(unreplicate_to_host(rstate), meta=meta, is_best=is_best)
             last_good = step
     return results
 
@@ -196,51 +238,70 @@ def _write_results(scalars: dict, definitions: dict, *, workdir: pathlib.Path, s
     logging.info("results: %s", results)
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, split: str | None = None,
+def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Path, *, split: str | None = None,
              which: str = "latest") -> dict[str, float]:
     """Evaluates the latest (or best) checkpoint of `workdir` with the evaluators of `config.evals` (on `split`
     instead of each one's own, when given).
 
-    Writes `eval/<which>_step<N>[_<split>].json` / `.md` and pictures, never replacing earlier ones; returns the
-    flat scalars.
+    `config` None: the run's own `config.json`. A given config may differ from it only in what does not change
+    what the model computes (`workdir.MODEL_FIELDS`): evaluators, `data.eval_split`, `data.eval_size`,
+    `data.data_dir`, training settings. Nothing is created in a workdir that cannot be evaluated.
+
+    Writes `eval/<which>_step<N>[_<split>].json` / `.md` and pictures `…_<evaluator>_<picture>.png`, never
+    replacing earlier ones; returns the flat scalars.
+
+    Raises:
+        workdir.NotARunError: no config given and no `config.json`.
+        workdir.ConfigMismatchError: a given config that changes what the model computes (names the fields).
+        checkpoints.NoCheckpointError: no (readable) checkpoint of `which`.
+        validate.ConfigError: a bad evaluation setting.
     """
     workdir = pathlib.Path(workdir)
-    run = build_run(config)
-    if split is not None:
-        run.evaluators = evals.build_evaluators(config, task=run.exp.task, class_names=run.dataset.class_names,
-                                                split=split)
-        for evaluator in run.evaluators:
-            evaluator.validate(run.dataset)
+    if config is None:
+        config = wd.read_config(workdir)
+    else:
+        wd.check_eval_config(config, workdir)
     ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints, best_metric=config.train.best_metric,
-                        best_mode=config.train.best_mode)
+                        best_mode=config.train.best_mode, create=False)
     try:
-        state, _ = ckpts.restore(run.state, which=which)
+        if not ckpts.steps(which):
+            folder = workdir / ("checkpoints" if which == "latest" else "best")
+            raise NoCheckpointError(f"{workdir} has no {which} checkpoint to evaluate ({folder} is missing or "
+                                    "empty); train it first")
+        run = build_run(config, training=False, split=split)
+        state, _, step = ckpts.restore_readable(run.state, which=which)
     finally:
         ckpts.close()
-    step = int(state.step)
     results = _evaluate_all(run.evaluators, jax_utils.replicate(state), dataset=run.dataset)
     scalars, definitions = _merged(results)
     if jax.process_index() == 0:
-        stem = f"{which}_step{step}" + (f"_{evals.safe_name(split)}" if split else "")
-        base = wd.unique_path(workdir / "eval" / f"{stem}.json")
-        base.write_text(json.dumps({"step": step, "checkpoint": f"{which} step {step}", "scalars": scalars,
-                                    "definitions": definitions}, indent=2, default=float))
-        base.with_suffix(".md").write_text(wd.results_table(scalars, definitions, title=f"{which} step {step}"))
-        for result in results:
-            for name, picture in result.pictures.items():
-                Image.fromarray(picture).save(base.with_name(f"{base.stem}_{result.name}_{name}.png"))
-        for result in results:
-            logging.info("eval %s (%s step %d): %s", result.name, which, step, ", ".join(
-                f"{k.split('/', 1)[1]} {v:.4f}" for k, v in result.scalars.items() if k.count("/") == 1))
+        _write_eval(results, scalars, definitions, workdir=workdir, step=step, stem=f"{which}_step{step}" + (
+            f"_{evals.safe_name(split)}" if split else ""), title=f"{which} step {step}")
     return scalars
+
+
+def _write_eval(results, scalars, definitions, *, workdir: pathlib.Path, step: int, stem: str, title: str) -> None:
+    base = wd.unique_path(workdir / "eval" / f"{stem}.json")
+    base.write_text(json.dumps({"step": step, "checkpoint": title,
+                                "scalars": scalars, "definitions": definitions}, indent=2, default=float))
+    base.with_suffix(".md").write_text(wd.results_table(scalars, definitions, title=title))
+    for result in results:
+        for name, picture in result.pictures.items():
+            Image.fromarray(picture).save(base.with_name(f"{base.stem}_{result.name}_{name}.png"))
+    for result in results:
+        logging.info("eval %s (%s): %s", result.name, title, ", ".join(
+            f"{k.split('/', 1)[1]} {v:.4f}" for k, v in result.scalars.items() if k.count("/") == 1))
 
 
 def check_data(config: ml_collections.ConfigDict):
     """Scans the training split and every evaluator's split of `config` (`--mode=check_data`).
 
-    Returns the `data.DataReport`; a bad dataset raises `data.DataError` naming the split, example and problem.
+    Returns the `data.DataReport`; a bad dataset raises `data.DataError` naming the split, example and problem,
+    a bad config `validate.ConfigError` naming the field.
     """
-    dataset = data.resolve(config.data)
+    validate.validate_config(config, num_devices=jax.local_device_count(), process_count=jax.process_count(),
+                             training=False)
+    dataset = validate.resolve_dataset(config)
     splits = [config.data.train_split]
     for entry in (config.get("evals", None) or {}).values():
         split = entry.get("split", None) or config.data.eval_split

@@ -7,11 +7,19 @@ import pathlib
 import ml_collections
 from absl import logging
 
-# Keys that may change when a run is resumed: they do not change what is trained. Evaluation settings
-# (`evals.*`) only change what is measured.
-RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every", "data.num_workers",
-                     "data.prefetch", "data.data_dir")
+# Keys that may change when a run is resumed: they do not change what is trained (evaluation, logging, pictures,
+# checkpoint cadence, where data is read from). `train.steps` extends a run on its recorded LR schedule
+# unless `train.schedule_steps` re-plans it. Each change is logged, old → new.
+RESUMABLE_CHANGES = ("name", "train.steps", "train.schedule_steps", "train.log_every", "train.checkpoint_every",
+                     "train.keep_checkpoints", "train.best_metric", "train.best_mode", "data.num_workers",
+                     "data.prefetch", "data.data_dir", "data.eval_split", "data.eval_size")
 RESUMABLE_PREFIXES = ("evals.",)
+
+# Keys that change what a trained model computes, or what its outputs are compared with: `--mode=eval` refuses a
+# config that differs from the run's saved one in any of them (prefixes end with a dot).
+MODEL_FIELDS = ("model.", "task", "crf_layer.", "data.name", "data.variant", "data.mean", "data.std",
+                "data.targets", "data.border_width", "data.ignore_index", "data.folder.num_classes",
+                "data.folder.class_names")
 
 
 class FinishedRunError(RuntimeError):
@@ -20,6 +28,10 @@ class FinishedRunError(RuntimeError):
 
 class ConfigMismatchError(ValueError):
     """Resuming a workdir with a config that computes something else."""
+
+
+class NotARunError(FileNotFoundError):
+    """The workdir holds no run (no config.json) where one is needed."""
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -36,26 +48,89 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True)
 
 
-def check_resume(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, latest_step: int | None) -> None:
-    """Refuses to retrain a finished run or to resume with a config that computes something else."""
-    results = workdir / "results.json"
-    if latest_step is not None and latest_step >= config.train.steps and results.exists():
-        raise FinishedRunError(
-            f"{workdir} already holds a finished run (step {latest_step}, results in {results}). "
-            f"Use --mode=eval to evaluate it again, raise --config.train.steps to train on, "
-            f"or choose another --workdir.")
+def flat_config(config: ml_collections.ConfigDict) -> dict:
+    """`config` as flat JSON values by dotted key (tuples as lists, as in `config.json`)."""
+    return _flatten(json.loads(config_to_json(config)))
+
+
+def saved_flat_config(workdir: pathlib.Path) -> dict | None:
+    """The flat `config.json` of `workdir`, None without one."""
     saved = workdir / "config.json"
-    if latest_step is None or not saved.exists():
-        return
-    old = _flatten(json.loads(saved.read_text()))
-    new = _flatten(json.loads(config_to_json(config)))
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
-                     and not k.startswith(RESUMABLE_PREFIXES))
-    if changed:
-        detail = "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in changed)
+    return _flatten(json.loads(saved.read_text())) if saved.exists() else None
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def _describe(keys: list[str], old: dict, new: dict) -> str:
+    return "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in keys)
+
+
+def check_config(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, has_checkpoint: bool) -> dict | None:
+    """Refuses to resume with a config that computes something else; logs the changes that may be made
+    (`RESUMABLE_CHANGES`, `RESUMABLE_PREFIXES`), old → new. Returns the saved flat config (None without one).
+
+    Raises:
+        ConfigMismatchError: naming each changed field that changes what is trained.
+    """
+    old = saved_flat_config(workdir)
+    if not has_checkpoint or old is None:
+        return old
+    new = flat_config(config)
+    changed = _differences(old, new)
+    refused = [k for k in changed if k not in RESUMABLE_CHANGES and not k.startswith(RESUMABLE_PREFIXES)]
+    if refused:
         raise ConfigMismatchError(
-            f"{workdir} holds a run (step {latest_step}) made with another config ({detail}). "
+            f"{workdir} holds a run made with another config ({_describe(refused, old, new)}). "
             f"Resume with the same config or choose another --workdir.")
+    if changed:
+        logging.info("resuming %s with changed settings that do not change what is trained: %s", workdir,
+                     _describe(changed, old, new))
+    return old
+
+
+def check_finished(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, step: int | None) -> None:
+    """Refuses to retrain a finished run (a checkpoint at `train.steps` or later, and results)."""
+    results = workdir / "results.json"
+    if step is not None and step >= config.train.steps and results.exists():
+        raise FinishedRunError(
+            f"{workdir} already holds a finished run (step {step}, results in {results}). "
+            f"Use --mode=eval to evaluate it again, raise --config.train.steps to train on (on the run's LR "
+            f"schedule; --config.train.schedule_steps=N re-plans it over N steps), or choose another --workdir.")
+
+
+def check_eval_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+    """Refuses to evaluate `workdir` with a config that changes what its model computes (`MODEL_FIELDS`);
+    evaluation-only differences (evals.*, data.eval_split, data.eval_size, data_dir, training settings) are fine.
+
+    Raises:
+        ConfigMismatchError: naming each such field, saved → given.
+    """
+    old = saved_flat_config(workdir)
+    if old is None:
+        logging.warning("%s has no config.json; evaluating with the given config as it is", workdir)
+        return
+    new = flat_config(config)
+    refused = [k for k in _differences(old, new)
+               if any(k == f or (f.endswith(".") and k.startswith(f)) for f in MODEL_FIELDS)]
+    if refused:
+        raise ConfigMismatchError(
+            f"{workdir} was trained with another model or data config ({_describe(refused, old, new)}); "
+            "evaluating it with these would report numbers of another computation. Leave out --config to use the "
+            "run's own config.json, or change only evaluation settings (evals.*, data.eval_split, data.eval_size).")
+
+
+def read_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+    """The run's saved `config.json` as a ConfigDict (lists where the config had tuples).
+
+    Raises:
+        NotARunError: `workdir` has no config.json.
+    """
+    saved = workdir / "config.json"
+    if not saved.exists():
+        raise NotARunError(f"{workdir} has no config.json (not a run directory?); pass --config")
+    return ml_collections.ConfigDict(json.loads(saved.read_text()))
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import math
 import pathlib
 import time
@@ -14,7 +15,8 @@ class MetricWriter:
     """Writes scalars and images of one run into its workdir.
 
     Resuming drops the `metrics.jsonl` records after the restored step (they are about to
-    be recomputed) and says so, so the file holds each step once.
+    be recomputed) and says so, so the file holds each step once; a line that is not JSON (the
+    last one, cut by a kill mid-write) is dropped with a warning.
     """
 
     def __init__(self, workdir: str | pathlib.Path, *, enabled: bool, total_steps: int, resume_step: int = 0):
@@ -25,15 +27,7 @@ class MetricWriter:
         if not enabled:
             return
         if self.path.exists():
-            kept, dropped = [], 0
-            for line in self.path.read_text().splitlines():
-                if line.strip() and json.loads(line)["step"] <= resume_step:
-                    kept.append(line)
-                elif line.strip():
-                    dropped += 1
-            if dropped:
-                logging.info("metrics.jsonl: dropping %d records after the resumed step %d", dropped, resume_step)
-            self.path.write_text("".join(line + "\n" for line in kept))
+            self.path.write_text("".join(line + "\n" for line in _kept_records(self.path, resume_step)))
         from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
         self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
 
@@ -72,3 +66,54 @@ class MetricWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _kept_records(path: pathlib.Path, resume_step: int) -> list[str]:
+    """The lines of `metrics.jsonl` up to `resume_step`; the later ones and any line that does not parse
+    (a record cut short by a kill) are dropped, each kind with one log line."""
+    kept, dropped = [], 0
+    lines = path.read_text(errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            where = "its last line" if number == len(lines) else f"line {number}"
+            logging.warning("%s: dropping %s, which is not a complete JSON record (a write cut short?): %.80r",
+                            path, where, line)
+            continue
+        if step <= resume_step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        logging.info("metrics.jsonl: dropping %d records after the resumed step %d", dropped, resume_step)
+    return kept
+
+
+class QuietLibraries(std_logging.Filter):
+    """A log filter keeping every warning, and below that only the records of seg_jax's own code and of
+    `own_files` (e.g. launch.py): the libraries' INFO chatter (orbax, TFDS, grain) is dropped.
+
+    absl logs everything through one logger ('absl'), so a record is seg_jax's when its logger is `seg_jax` or
+    `seg_jax.*` or its source file lies under the seg_jax package directory (the real one, not any path that
+    happens to contain the word, such as a virtualenv called seg_jax).
+    """
+
+    def __init__(self, *, own_files: tuple[str | pathlib.Path, ...] = ()):
+        super().__init__()
+        import seg_jax
+        self._package = pathlib.Path(seg_jax.__file__).resolve().parent
+        self._own = {pathlib.Path(f).resolve() for f in own_files}
+        self._ours: dict[str, bool] = {}  # by record.pathname: resolving paths costs system calls
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if "OpenCV is not installed" in str(record.msg):  # TFDS decodes PNGs with Pillow; that is fine
+            return False
+        if record.levelno >= std_logging.WARNING or record.name == "seg_jax" or record.name.startswith("seg_jax."):
+            return True
+        if record.pathname not in self._ours:
+            path = pathlib.Path(record.pathname).resolve()
+            self._ours[record.pathname] = path in self._own or self._package in path.parents
+        return self._ours[record.pathname]

@@ -1,0 +1,247 @@
+"""The whole config checked before anything is written: one `ConfigError(field, message)` for the first problem.
+
+Two stages, both before the first file of a run:
+
+    validate_config(config, num_devices=..., process_count=...)   # pure: sizes, divisibility, registered names
+    dataset = resolve_dataset(config)                              # data.resolve, its errors naming the field
+    validate_with_dataset(config, dataset, evaluators)             # splits, eval image sizes, best_metric
+
+`launch.py` prints a `ConfigError` as one line `error: <field>: <message>` and exits with status 2.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import ml_collections
+
+from seg_jax.data.config import DATASET_DEFAULTS
+
+
+class ConfigError(ValueError):
+    """A config field with a bad value; `str()` is `"<field>: <message>"`."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+# How library error messages name config fields: `config.evals.val: unknown option ...`, `unknown
+# config.schedule.name ...`, `data.folder.num_classes must be set ...`, `config.loss is empty`, `loss 'dice' has no
+# option ...`, `unknown model 'unet3d' ...`.
+_DOTTED = re.compile(r"\b(?:config\.)?((?:data|evals|train|model|loss|schedule|optimizer|crf_layer)(?:\.\w+)+)")
+_SECTION = re.compile(r"\bconfig\.(\w+)")
+_NAMED = (("unknown model '", "model.name"), ("unknown task '", "task"), ("unknown dataset '", "data.name"),
+          ("model '", "model"))
+
+
+def field_of(message: str, *, default: str) -> str:
+    """The config field a library error message is about (`default` when it names none)."""
+    found = _DOTTED.search(message) or _SECTION.search(message)
+    if found:
+        return found.group(1)
+    for start, field in _NAMED:
+        if message.startswith(start):
+            return field
+    loss = re.match(r"loss '(\w+)'", message)
+    if loss:
+        return f"loss.{loss.group(1)}"
+    return "loss" if re.search(r"\bloss\b", message) else default
+
+
+def _check_number(field: str, value: Any, *, minimum: float, integer: bool = True) -> None:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or value < minimum:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(field, f"must be {kind} >= {minimum:g}, got {value!r}")
+
+
+def _number(config: Any, field: str, *, minimum: float, integer: bool = True, optional: bool = False) -> None:
+    value = _get(config, field)
+    if not (value is None and optional):
+        _check_number(field, value, minimum=minimum, integer=integer)
+
+
+def _get(config: Any, field: str) -> Any:
+    value = config
+    for key in field.split("."):
+        value = value.get(key, None) if hasattr(value, "get") else None
+    return value
+
+
+def _size(config: Any, field: str, *, optional: bool = False) -> None:
+    value = _get(config, field)
+    if value is None and optional:
+        return
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ConfigError(field, f"must be (height, width) in pixels, both positive integers, got {value!r}")
+
+
+def _divisible(field: str, value: int, *, num_devices: int, process_count: int) -> None:
+    shards = num_devices * process_count
+    if value % shards:
+        raise ConfigError(field, f"{value} is not a multiple of the {num_devices} device(s) x {process_count} "
+                                 f"process(es) = {shards} that share each batch")
+
+
+def _one_of(config: Any, field: str, valid: Sequence[Any]) -> None:
+    value = _get(config, field)
+    if value not in valid:
+        raise ConfigError(field, f"{value!r} is not one of {', '.join(map(repr, valid))}")
+
+
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, process_count: int,
+                    training: bool = True) -> None:
+    """Checks everything about `config` that needs no data files: positive sizes, batch sizes divisible by
+    `num_devices` (local devices per process) x `process_count`, registered names (dataset, model, task, loss
+    terms and options, optimiser, schedule, evaluator types and options).
+
+    `training=False` (`--mode=eval`) skips what only training reads (train batch size, cadences, schedule).
+
+    Raises:
+        ConfigError: the first bad field.
+    """
+    from seg_jax import evaluators, models, tasks
+    from seg_jax.train import optim
+
+    _one_of(config, "data.name", sorted(DATASET_DEFAULTS))
+    _size(config, "data.crop_size")
+    _size(config, "data.eval_size", optional=True)
+    _one_of(config, "data.targets", ("semantic", "border"))
+    for field in ("data.mean", "data.std"):
+        value = _get(config, field)
+        if not isinstance(value, (tuple, list)) or len(value) != 3 or (field == "data.std" and min(value) <= 0):
+            positive = ", positive" if field == "data.std" else ""
+            raise ConfigError(field, f"must be 3 per-channel numbers (0..255 units{positive}), got {value!r}")
+    _number(config, "data.num_workers", minimum=0)
+    _number(config, "data.prefetch", minimum=0)
+    if training:
+        _number(config, "train.steps", minimum=1)
+        _number(config, "train.batch_size", minimum=1)
+        _divisible("train.batch_size", config.train.batch_size, num_devices=num_devices, process_count=process_count)
+        for field in ("train.log_every", "train.checkpoint_every"):
+            _number(config, field, minimum=0)
+        _number(config, "train.keep_checkpoints", minimum=1)
+        _number(config, "train.schedule_steps", minimum=1, optional=True)
+        _one_of(config, "train.best_mode", ("max", "min"))
+        _one_of(config, "optimizer.name", optim.OPTIMIZERS)
+        _number(config, "optimizer.learning_rate", minimum=0, integer=False)
+        _one_of(config, "schedule.name", optim.SCHEDULES)
+        _number(config, "schedule.warmup_steps", minimum=0)
+    if config.model.name not in models.MODELS:
+        raise ConfigError("model.name", f"unknown model {config.model.name!r}; valid names: "
+                                        f"{', '.join(models.MODELS.names())}")
+    try:
+        task = tasks.task_name(config)
+    except KeyError as e:
+        raise ConfigError("task", e.args[0]) from None
+    for name, entry in (config.get("evals", None) or {}).items():
+        _validate_eval(name, entry, num_devices=num_devices, process_count=process_count,
+                       registry=evaluators.EVALUATORS)
+    _validate_builds(config, task=task)
+
+
+def _validate_eval(name: str, entry: Any, *, num_devices: int, process_count: int, registry: Any) -> None:
+    prefix = f"evals.{name}"
+    kind = entry.get("type", None)
+    if kind not in registry:
+        raise ConfigError(f"{prefix}.type", f"unknown evaluator type {kind!r}; valid names: "
+                                            f"{', '.join(registry.names())}")
+    cls = registry.get(kind)
+    unknown = sorted(set(entry) - set(cls.COMMON) - set(cls.OPTIONS))
+    if unknown:
+        raise ConfigError(prefix, f"unknown option(s) {', '.join(unknown)} for evaluator type {kind!r}; its "
+                                  f"options: {', '.join(sorted({**cls.COMMON, **cls.OPTIONS}))}")
+    batch_size = entry.get("batch_size", cls.COMMON["batch_size"])
+    for key, minimum in (("batch_size", 1), ("every", 0), ("num_pictures", 0)):
+        _check_number(f"{prefix}.{key}", entry.get(key, cls.COMMON[key]), minimum=minimum)
+    _divisible(f"{prefix}.batch_size", batch_size, num_devices=num_devices, process_count=process_count)
+
+
+def _validate_builds(config: ml_collections.ConfigDict, *, task: str) -> None:
+    """Builds the task (model, loss) and the evaluators without data, as a test builds every shipped config,
+    turning the registries' errors into `ConfigError`s naming the field."""
+    from seg_jax import data, evaluators
+    from seg_jax.train.experiment import build_experiment
+    try:
+        class_names = data.class_names(config.data)
+    except (KeyError, ValueError):  # a converted folder dataset: only its files know the classes
+        class_names = ("class_0", "class_1")
+    try:
+        exp = build_experiment(config, num_classes=len(class_names))
+        evaluators.build_evaluators(config, task=exp.task, class_names=class_names)
+    except (KeyError, ValueError, TypeError) as e:
+        message = str(e.args[0]) if e.args else str(e)
+        raise ConfigError(field_of(message, default=f"task ({task})"), message) from None
+
+
+def resolve_dataset(config: ml_collections.ConfigDict):
+    """`data.resolve(config.data)`, its config errors (unknown variant, targets a dataset cannot give, a folder
+    without sources) as `ConfigError`s; defects of the files themselves (`data.DataError`, label errors, the folder
+    importer's) stay what they are."""
+    from seg_jax import data, labels
+    from seg_jax.data.sources.folder_importer import FolderDatasetError
+    try:
+        return data.resolve(config.data)
+    except (data.DataError, labels.LabelError, FolderDatasetError):
+        raise
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        message = str(e.args[0]) if e.args else str(e)
+        raise ConfigError(field_of(message, default="data"), message) from None
+
+
+def eval_image_sizes(dataset: Any, split: str, *, limit: int = 2) -> list[tuple[int, int]]:
+    """The first `limit` distinct image sizes (height, width) in pixels of `split`, in example order."""
+    sizes: list[tuple[int, int]] = []
+    source = dataset.source(split)
+    for i in range(len(source)):
+        size = tuple(int(s) for s in source[i]["image"].shape[:2])
+        if size not in sizes:
+            sizes.append(size)
+            if len(sizes) >= limit:
+                break
+    return sizes
+
+
+def validate_with_dataset(config: ml_collections.ConfigDict, dataset: Any, evaluators: Sequence[Any], *,
+                          scalar_names: Sequence[str] | None = None, training: bool = True) -> None:
+    """What needs the resolved dataset: the training split and every evaluator's split exist, evaluators needing
+    instance ids get them, an evaluation split of mixed image sizes has `data.eval_size`, and (training)
+    `train.best_metric` is one of `scalar_names`.
+
+    Raises:
+        ConfigError: the first bad field.
+    """
+    if training:
+        check_split(dataset, config.data.train_split, "data.train_split")
+    sized: set[str] = set()
+    for ev in evaluators:
+        own = (config.get("evals", None) or {}).get(ev.name, {}).get("split", None)
+        field = f"evals.{ev.name}.split" if own else "data.eval_split"
+        check_split(dataset, ev.split, field)
+        try:
+            ev.validate(dataset)
+        except (KeyError, ValueError, NotImplementedError) as e:
+            raise ConfigError(f"evals.{ev.name}", str(e.args[0]) if e.args else str(e)) from None
+        if config.data.get("eval_size", None) is None and ev.split not in sized:
+            sized.add(ev.split)
+            sizes = eval_image_sizes(dataset, ev.split)
+            if len(sizes) > 1:
+                raise ConfigError("data.eval_size", f"split {ev.split!r} ({field}) has images of different sizes "
+                                  f"({' and '.join(f'{h}x{w}' for h, w in sizes)} px, ...) and eval batches need one "
+                                  "size; set data.eval_size=(height, width)")
+    if training and scalar_names is not None and config.train.best_metric not in scalar_names:
+        headline = [n for n in scalar_names if n.count("/") == 1]
+        example = next((n for n in scalar_names if n.count("/") > 1), "-")
+        raise ConfigError("train.best_metric", f"{config.train.best_metric!r} is not a scalar of the configured "
+                          f"evaluators (config.evals); valid: {', '.join(headline)} and per-class ones such as "
+                          f"{example}")
+
+
+def check_split(dataset: Any, split: str, field: str) -> None:
+    """Raises a ConfigError naming `field` when `dataset` has no split `split` (slices such as "train[:8]" work)."""
+    try:
+        dataset.source(split)
+    except KeyError as e:
+        raise ConfigError(field, e.args[0]) from None

@@ -1,0 +1,78 @@
+"""`--mode=eval` (issue 10 item 4): the run's own config by default, refusing configs that change what the model
+computes, and creating nothing in a workdir it cannot evaluate."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from seg_jax import train
+from seg_jax.train import workdir as wd
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data_dir):
+    from experiments import default
+    config = default.get_config("tiny")
+    config.data.data_dir = data_dir
+    config.model.base_width = 6  # not the file's value: evaluating needs the run's own config
+    workdir = tmp_path_factory.mktemp("eval") / "run"
+    return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_eval_reads_the_runs_config_by_default(finished):
+    _, workdir, scalars = finished
+    again = train.evaluate(None, workdir)
+    assert again == scalars
+    saved = wd.read_config(workdir)
+    assert saved.model.base_width == 6 and tuple(saved.data.crop_size) == (32, 32)
+
+
+def test_eval_refuses_a_config_that_changes_the_model_or_its_inputs(finished, make_config):
+    config, workdir, _ = finished
+    other = make_config()
+    with pytest.raises(train.ConfigMismatchError, match=r"model.base_width: 6 → 4"):
+        train.evaluate(other, workdir)
+    other = config.copy_and_resolve_references()
+    other.data.mean = (120.0, 120.0, 120.0)
+    with pytest.raises(train.ConfigMismatchError, match=r"data.mean: \[123.675, 116.28, 103.53\] → \[120.0"):
+        train.evaluate(other, workdir)
+    # evaluation-only differences are fine
+    other = config.copy_and_resolve_references()
+    other.evals.val.update(batch_size=4, num_pictures=1)
+    other.train.steps = 1000
+    assert train.evaluate(other, workdir, split="train[:4]")["val/num_images"] == 4
+
+
+def test_eval_creates_nothing_where_there_is_no_checkpoint(finished, tmp_path):
+    config, _, _ = finished
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(train.NoCheckpointError, match="has no latest checkpoint to evaluate"):
+        train.evaluate(config, empty)
+    with pytest.raises(train.NotARunError, match="has no config.json"):
+        train.evaluate(None, empty)
+    assert list(empty.iterdir()) == []
+    with pytest.raises(train.NoCheckpointError):
+        train.evaluate(config, tmp_path / "missing", which="best")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_launch_eval_without_config_uses_the_workdirs(finished):
+    _, workdir, scalars = finished
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--mode=eval", f"--workdir={workdir}",
+                           "--checkpoint=best", "--config.evals.val.num_pictures=1"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = sorted(workdir.glob("eval/best_step*.json"))
+    assert written and json.loads(written[-1].read_text())["scalars"]["val/num_images"] == scalars["val/num_images"]
+    empty = workdir.parent / "nothing"
+    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--mode=eval", f"--workdir={empty}"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "has no config.json" in done.stderr and not empty.exists()
