@@ -7,7 +7,6 @@ Times, in one run and interleaved, S pmapped steps of the config's model on rand
 """
 from __future__ import annotations
 
-import functools
 import json
 import time
 

@@ -147,28 +147,55 @@ def _merged(results: list[evals.EvalResult]) -> tuple[dict[str, float], dict[str
     return scalars, {r.name: r.definitions for r in results}
 
 
+@dataclasses.dataclass
+class Opened:
+    """One run directory opened for training: its checkpoints, the (restored) state, the step it starts after,
+    the best value so far and its metric writer."""
+
+    ckpts: Checkpoints
+    state: TrainState
+    start: int
+    best: float | None
+    writer: MetricWriter
+
+
+def open_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path, run: Run, *,
+                 state: TrainState) -> Opened:
+    """Resumes `workdir` from its newest readable checkpoint (or starts `state` fresh), after refusing a finished
+    run or a config that computes something else; writes `config.json`; continues the recorded schedule
+    (`run.exp` is updated when resumed)."""
+    ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints, best_metric=config.train.best_metric,
+                        best_mode=config.train.best_mode)
+    saved = wd.check_config(config, workdir, has_checkpoint=bool(ckpts.steps()))
+    restored = ckpts.restore_readable(state, move_unreadable=True)
+    state, meta, start = restored if restored is not None else (state, {}, 0)
+    wd.check_finished(config, workdir, step=start if restored is not None else None)
+    if restored is not None:
+        logging.info("resuming %s from step %d", workdir, start)
+        run.exp = _resumed_schedule(run.exp, config, meta=meta, saved=saved)
+        state = state.replace(tx=run.exp.tx)
+    is_main = jax.process_index() == 0
+    if is_main:
+        wd.write_config(config, workdir)
+    writer = MetricWriter(workdir, enabled=is_main, total_steps=int(config.train.steps), resume_step=start)
+    return Opened(ckpts=ckpts, state=state, start=start, best=_resumed_best(meta, config, saved), writer=writer)
+
+
+def checkpoint_meta(*, best: float | None, step: int, config: ml_collections.ConfigDict, run: Run) -> dict:
+    """What a checkpoint records besides the state (JSON)."""
+    return {"best_value": best, "step": step, "best_metric": config.train.best_metric,
+            "best_mode": config.train.best_mode, "schedule_steps": run.exp.schedule_steps}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
     """Trains `config` in `workdir` (resuming from its latest checkpoint), evaluates, writes results.
 
     Returns the final evaluation's flat scalars (`{"val/mean_iou": ..., ...}`).
     """
     workdir = pathlib.Path(workdir)
-    is_main = jax.process_index() == 0
     run = build_run(config)  # the whole config checked: nothing is written before this
-    ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints, best_metric=config.train.best_metric,
-                        best_mode=config.train.best_mode)
-    saved = wd.check_config(config, workdir, has_checkpoint=bool(ckpts.steps()))
-    restored = ckpts.restore_readable(run.state, move_unreadable=True)
-    state, meta, start = restored if restored is not None else (run.state, {}, 0)
-    wd.check_finished(config, workdir, step=start if restored is not None else None)
-    if restored is not None:
-        logging.info("resuming %s from step %d", workdir, start)
-        run.exp = _resumed_schedule(run.exp, config, meta=meta, saved=saved)
-        state = state.replace(tx=run.exp.tx)
-    if is_main:
-        wd.write_config(config, workdir)
-    total = int(config.train.steps)
-    writer = MetricWriter(workdir, enabled=is_main, total_steps=total, resume_step=start)
+    opened = open_workdir(config, workdir, run, state=run.state)
+    start, total = opened.start, int(config.train.steps)
     task = run.exp.task
     train_fn = steps.pmapped_train_step(task=task, learning_rate_fn=run.exp.learning_rate_fn)
     batches: Iterator[dict] = data.train_batches(
@@ -176,19 +203,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         num_local_devices=jax.local_device_count(), process_index=jax.process_index(),
         process_count=jax.process_count(), example_map=task.train_example_map())
     rng = jax.random.PRNGKey(config.seed + 1)
-    rstate = jax_utils.replicate(state)
+    rstate = jax_utils.replicate(opened.state)
     try:
         results = _train_steps(rstate, range(start + 1, total + 1), batches=batches, train_fn=train_fn, rng=rng,
-                               best=_resumed_best(meta, config, saved), config=config, run=run, ckpts=ckpts,
-                               writer=writer, workdir=workdir, last_good=start)
+                               best=opened.best, config=config, run=run, ckpts=opened.ckpts, writer=opened.writer,
+                               workdir=workdir, last_good=start)
         if results is None:  # resumed at the end: evaluate what was restored
             results = _evaluate_all(run.evaluators, rstate, dataset=run.dataset)
     finally:  # also on errors: let the last good checkpoint finish writing
-        ckpts.wait()
-        ckpts.close()
-        writer.close()
+        opened.ckpts.wait()
+        opened.ckpts.close()
+        opened.writer.close()
     scalars, definitions = _merged(results)
-    if is_main:
+    if jax.process_index() == 0:
         _write_results(scalars, definitions, workdir=workdir, step=total)
     return scalars
 
@@ -219,9 +246,8 @@ def _train_steps(rstate, steps_range, *, batches, train_fn, rng, best, config, r
                     is_best = ckpts.is_better(value, best)
                     best = value if is_best else best
         if save_now or is_best:
-            meta = {"best_value": best, "step": step, "best_metric": best_name, "best_mode": config.train.best_mode,
-                    "schedule_steps": run.exp.schedule_steps}
-            ckpts.save(unreplicate_to_host(rstate), meta=meta, is_best=is_best)
+            ckpts.save(unreplicate_to_host(rstate), meta=checkpoint_meta(best=best, step=step, config=config, run=run),
+                       is_best=is_best)
             last_good = step
     return results
 

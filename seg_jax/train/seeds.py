@@ -24,9 +24,7 @@ from flax import jax_utils
 
 from seg_jax import data
 from seg_jax.train import loop, steps, workdir as wd
-from seg_jax.train.checkpoints import Checkpoints
 from seg_jax.train.state import create_train_state, unreplicate_to_host
-from seg_jax.train.writers import MetricWriter
 
 
 class SeedsApart(ValueError):
@@ -66,7 +64,7 @@ def _seed_slice(tree, s: int):
 def train_seeds(configs: Sequence[ml_collections.ConfigDict],
                 workdirs: Sequence[str | pathlib.Path]) -> list[dict[str, float]]:
     """Trains and evaluates `configs` (equal but for the seed) together, one workdir each; returns each run's
-    final scalars like `loop.train_and_evaluate`.
+    final scalars like `loop.train_and_evaluate` (each workdir resumes, refuses and logs as a run of its own).
 
     All runs must start from the same step (fresh, or resumed at one step); otherwise `SeedsApart`, and the caller
     runs them one by one.
@@ -75,31 +73,15 @@ def train_seeds(configs: Sequence[ml_collections.ConfigDict],
     workdirs = [pathlib.Path(w) for w in workdirs]
     config = configs[0]
     run = loop.build_run(config)
-    is_main = jax.process_index() == 0
-    ckpts = [Checkpoints(w, keep=config.train.keep_checkpoints, best_metric=config.train.best_metric,
-                         best_mode=config.train.best_mode) for w in workdirs]
-    starts = [c.latest_step() for c in ckpts]
-    if len(set(starts)) > 1:
-        for c in ckpts:
-            c.close()
+    opened = [loop.open_workdir(cfg, w, run, state=create_train_state(
+        init_model=run.exp.init_model, apply_model=run.exp.task.model, tx=run.exp.tx, seed=int(cfg.seed),
+        image_shape=tuple(cfg.data.crop_size))) for cfg, w in zip(configs, workdirs)]
+    starts = sorted({o.start for o in opened})
+    if len(starts) > 1:
+        _close(opened)
         raise SeedsApart(f"the runs stand at different steps {starts}; train them one by one")
-    start = starts[0]
-    states, metas = [], []
-    for cfg, w, c in zip(configs, workdirs, ckpts):
-        wd.check_resume(cfg, w, latest_step=start)
-        state = create_train_state(init_model=run.exp.init_model, apply_model=run.exp.task.model, tx=run.exp.tx,
-                                   seed=cfg.seed, image_shape=tuple(cfg.data.crop_size))
-        meta = {}
-        if start is not None:
-            state, meta = c.restore(state)
-        states.append(state)
-        metas.append(meta)
-        if is_main:
-            wd.write_config(cfg, w)
-    start = start or 0
-    total = int(config.train.steps)
+    start, total = starts[0], int(config.train.steps)
     logging.info("training seeds %s together (vmap) from step %d", [int(c.seed) for c in configs], start)
-    writers = [MetricWriter(w, enabled=is_main, total_steps=total, resume_step=start) for w in workdirs]
     task = run.exp.task
     train_fn = pmapped_vmapped_train_step(task=task, learning_rate_fn=run.exp.learning_rate_fn)
     streams = [data.train_batches(run.dataset, global_batch_size=config.train.batch_size, seed=int(cfg.seed),
@@ -107,51 +89,55 @@ def train_seeds(configs: Sequence[ml_collections.ConfigDict],
                                   process_index=jax.process_index(), process_count=jax.process_count(),
                                   example_map=task.train_example_map()) for cfg in configs]
     keys = np.stack([np.asarray(jax.random.PRNGKey(int(cfg.seed) + 1)) for cfg in configs])
-    rstate = jax_utils.replicate(jax.tree_util.tree_map(lambda *x: np.stack(x), *states))
-    best = [m.get("best_value") for m in metas]
+    rstate = jax_utils.replicate(jax.tree_util.tree_map(lambda *x: np.stack(x), *[o.state for o in opened]))
+    best = [o.best for o in opened]
     last_good = [start] * len(configs)
     results: list = [None] * len(configs)
     pending: list = []
     try:
         for step in range(start + 1, total + 1):
-            batches = [next(s) for s in streams]
-            batch = {k: np.stack([b[k] for b in batches], axis=1) for k in task.train_keys}
-            rstate, m = train_fn(rstate, batch, keys)
+            batches = [next(stream) for stream in streams]
+            rstate, m = train_fn(rstate, {k: np.stack([b[k] for b in batches], axis=1) for k in task.train_keys},
+                                 keys)
             pending.append((step, m))
             due = [ev for ev in run.evaluators if loop._due(step, ev.every, total)]
             save_now = loop._due(step, config.train.checkpoint_every, total)
             if loop._due(step, config.train.log_every, total) or due or save_now:
-                for s, (writer, w) in enumerate(zip(writers, workdirs)):
-                    loop._flush_train_metrics([(k, jax.tree_util.tree_map(lambda x: x[:, s], v)) for k, v in pending],
-                                              writer=writer, last_good_step=last_good[s], workdir=w)
+                for s, (o, w) in enumerate(zip(opened, workdirs)):
+                    loop._flush_train_metrics([(k, _seed_slice(v, s)) for k, v in pending], writer=o.writer,
+                                              last_good_step=last_good[s], workdir=w)
                 pending.clear()
-            for s in range(len(configs)):
-                state_s = _seed_slice(rstate, s)
+            for s, (o, w) in enumerate(zip(opened, workdirs)):
+                state = _seed_slice(rstate, s)
                 is_best = False
                 if due:
-                    results[s] = loop._evaluate_all(due, state_s, dataset=run.dataset)
+                    results[s] = loop._evaluate_all(due, state, dataset=run.dataset)
                     for result in results[s]:
-                        loop._log_result(writers[s], step, result, workdirs[s])
+                        loop._log_result(o.writer, step, result, w)
                         if config.train.best_metric in result.scalars:
                             value = result.scalars[config.train.best_metric]
-                            is_best = ckpts[s].is_better(value, best[s])
+                            is_best = o.ckpts.is_better(value, best[s])
                             best[s] = value if is_best else best[s]
                 if save_now or is_best:
-                    ckpts[s].save(unreplicate_to_host(state_s), meta={"best_value": best[s], "step": step},
-                                  is_best=is_best)
+                    meta = loop.checkpoint_meta(best=best[s], step=step, config=config, run=run)
+                    o.ckpts.save(unreplicate_to_host(state), meta=meta, is_best=is_best)
                     last_good[s] = step
         for s in range(len(configs)):
             if results[s] is None:  # resumed at the end
                 results[s] = loop._evaluate_all(run.evaluators, _seed_slice(rstate, s), dataset=run.dataset)
     finally:
-        for c, writer in zip(ckpts, writers):
-            c.wait()
-            c.close()
-            writer.close()
+        _close(opened)
     out = []
     for s, w in enumerate(workdirs):
         scalars, definitions = loop._merged(results[s])
-        if is_main:
+        if jax.process_index() == 0:
             loop._write_results(scalars, definitions, workdir=w, step=total)
         out.append(scalars)
     return out
+
+
+def _close(opened: list) -> None:
+    for o in opened:  # let the last good checkpoints finish writing
+        o.ckpts.wait()
+        o.ckpts.close()
+        o.writer.close()
