@@ -244,9 +244,11 @@ def test_report_writes_one_document(study_dir, tmp_path):
         report.main([str(tmp_path / "runs"), "--out", str(out)])
     doc = out.read_text()
     assert "## Study `imbalance`" in doc and "### val/mean_iou" in doc and "Does Dice help" in doc
-    link = "../runs/studies/imbalance/plots/curves.png"
+    link = "results_files/imbalance/plots/curves.png"  # copied beside the document, runs stay where they are
     assert f"({link})" in doc and (out.parent / link).is_file()
-    assert (study_dir / "results.csv").is_file()
+    assert (out.parent / "results_files" / "imbalance" / "results.csv").read_text() == (
+        study_dir / "results.csv").read_text()
+    assert "../runs/studies/imbalance" in doc  # the source is named
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit):
         report.main([str(tmp_path / "empty"), "--out", str(out)])

@@ -5,7 +5,9 @@ in it is typed by hand.
 
 finds each study directory (one holding `study.json`) under the roots, aggregates it again (its results.csv /
 .md / .tex and plots are rewritten from the runs) and writes a section per study: its description, its tables,
-its plots by relative path, and the notes.
+its plots and the notes. Each study's results.csv / .md / .tex and plots are copied beside the document
+(`<out stem>_files/<study>/`), so the document and its pictures can be committed while run directories stay out of
+the repository.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import os
 import pathlib
 import re
 import shlex
+import shutil
 from typing import Sequence
 
 from seg_jax.studies import aggregate, tables
@@ -45,12 +48,15 @@ def write_report(roots: Sequence[str | pathlib.Path], *, out: str | pathlib.Path
     for directory in studies:
         results = aggregate.collect(directory)
         aggregate.write_outputs(results)
-        here = _relative(directory, out.parent)
-        contents.append(f"- [{results.study.name}](#{_anchor('study ' + results.study.name)}) (`{here}`)")
+        source = _relative(directory, out.parent)
+        copy = out.parent / f"{out.stem}_files" / results.study.name
+        _copy_outputs(directory, copy)
+        here = _relative(copy, out.parent)
+        contents.append(f"- [{results.study.name}](#{_anchor('study ' + results.study.name)})")
         files = ", ".join(f"[{name}]({here}/{name})" for name in ("results.md", "results.csv", "results.tex"))
         body = tables.markdown(results, plots_dir=f"{here}/plots", level=2)
         title, _, rest = body.partition("\n")
-        sections.append("\n".join([title, "", f"Run directory `{here}`; its files: {files}.", rest]))
+        sections.append("\n".join([title, "", f"From the run directory `{source}`; its tables: {files}.", rest]))
     command = command or "python -m seg_jax.studies.report " + " ".join(shlex.quote(str(r)) for r in roots) + \
         f" --out {shlex.quote(str(out))}"
     head = ["# Study results", "",
@@ -70,6 +76,17 @@ def main(argv: Sequence[str] | None = None) -> pathlib.Path:
         parser.error(str(e))  # exits with status 2 and the message
     print(f"wrote {path}")
     return path
+
+
+def _copy_outputs(directory: pathlib.Path, target: pathlib.Path) -> None:
+    """A study's tables and plots (not its runs) copied to `target`, replacing an earlier copy."""
+    if target.exists():
+        shutil.rmtree(target)
+    (target / "plots").mkdir(parents=True)
+    for name in ("results.md", "results.csv", "results.tex", "study.json"):
+        shutil.copy2(directory / name, target / name)
+    for png in (directory / "plots").glob("*.png"):
+        shutil.copy2(png, target / "plots" / png.name)
 
 
 def _relative(path: pathlib.Path, start: pathlib.Path) -> str:
