@@ -3,7 +3,8 @@
 Do skip connections help? FCN-32s vs FCN-16s vs FCN-8s (Long et al. 2015, table 2: 59.4 / 62.4 / 62.7 mIoU on
 PASCAL VOC 2011 val; the skips mostly sharpen boundaries) on the built-in `shapes`: mIoU and boundary accuracy,
 3 seeds, paired differences against FCN-32s. `:gpu` runs the same arms at full VGG-16 width on Oxford-IIIT Pet;
-`:tiny` is the test-sized study.
+`:tiny` is the test-sized study. Took 31 min 24 s for the 9 runs (1000 steps each) on the project's 2-core CPU,
+part of it shared with a test run (≈ 3.5 min per run).
 """
 from __future__ import annotations
 
