@@ -9,9 +9,7 @@ the data pipeline is not measured.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 import time
 
 import jax
@@ -21,6 +19,7 @@ from absl import app, flags
 from flax import jax_utils
 
 from seg_jax import evaluators
+from seg_jax.studies.spec import load_config
 from seg_jax.train import steps
 from seg_jax.train.experiment import build_experiment
 from seg_jax.train.state import create_train_state
@@ -32,15 +31,6 @@ _BATCH = flags.DEFINE_integer("batch", 8, "Global batch size (split over local d
 _CLASSES = flags.DEFINE_integer("classes", 6, "Number of classes.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after the warm-up step.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of the model.")
-
-
-def load_config(spec: str):
-    """The ConfigDict of `path[:arg]`, as `launch.py --config=` reads it."""
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None) if arg else module.get_config()
 
 
 def _time(fn, args_fn, n: int) -> tuple[float, float]:

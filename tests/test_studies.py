@@ -1,6 +1,5 @@
 """Study files build; a study runs arm × seed as ordinary runs, resumes, records failures, and tabulates."""
 import csv
-import importlib
 import json
 import pathlib
 import shlex

@@ -8,7 +8,6 @@ import pytest
 from PIL import Image
 
 from seg_jax import data, train
-from seg_jax.train import loop
 
 
 def _params(workdir):
