@@ -116,8 +116,9 @@ def _write_run(directory, arm, seed, *, truncate=False, drift=False):
         lines.append(json.dumps({"step": step, "group": "val", "val/mean_iou": 0.4 + step / 100 + 0.01 * seed}))
     text = "\n".join(lines) + "\n" + ('{"step": 30, "group": "tr' if truncate else "")
     (directory / "metrics.jsonl").write_text(text)
+    commit = {"commit": "def5678"} if arm == "ce" else {}  # older runs recorded no commit
     (directory / "results.json").write_text(json.dumps(
-        {"step": 20, "scalars": _scalars(arm, seed), "definitions": DEFINITIONS}))
+        {"step": 20, **commit, "scalars": _scalars(arm, seed), "definitions": DEFINITIONS}))
 
 
 @pytest.fixture
@@ -200,7 +201,10 @@ def test_results_md_tables_and_notes(study_dir):
     assert "`val/mean_iou`: IoU per class from ONE confusion matrix" in md
     assert "`val/iou/<class>, dice/<class>`: per-class IoU and Dice" in md  # a code span: `<class>` stays
     assert "`val/absent_classes`" in md and "pixel_accuracy" not in md  # general notes kept, unreported left out
-    assert "0, 1, 2" in md and "abc1234" in md
+    assert "0, 1, 2" in md
+    # the commit each run recorded; study.json's (the last launch's) only for runs that recorded none
+    assert "`def5678`: runs ce/seed0, ce/seed1, ce/seed2" in md
+    assert "`abc1234`: runs ce_dice/seed0, ce_dice/seed2, weighted/seed0, weighted/seed1: none recorded per run" in md
     hash_ce = load.config_hash(_config("ce", 0, data_dir="/elsewhere"))
     assert f"`ce`: {hash_ce}" in md  # seeds, names and data_dir do not enter the hash
     assert "`weighted`: THE SEEDS DISAGREE" in md

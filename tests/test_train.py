@@ -31,7 +31,9 @@ def test_tiny_run_writes_everything_and_refuses_to_overwrite(make_config, tmp_pa
     lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if x["group"] == "train"] == [2, 4]
     assert [x["step"] for x in lines if x["group"] == "val"] == [4]
-    assert json.loads((workdir / "results.json").read_text())["scalars"] == record
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["scalars"] == record
+    assert results["commit"] == train.workdir.code_version()  # which code made the numbers (None outside git)
     assert "| disc |" in (workdir / "results.md").read_text()
     with pytest.raises(train.FinishedRunError, match="already holds a finished run"):
         train.train_and_evaluate(config, workdir)

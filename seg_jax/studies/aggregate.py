@@ -42,7 +42,7 @@ class StudyResults:
 
     per_class: {prefix: {class: {arm: stats.summarize dict}}}.
     config_hashes: {arm: {seed: hash}} over the runs that have a config.json.
-    commit: (commit, where it comes from), `load.resolve_commit`.
+    commits: [(commit, which runs it made)], `load.commits`.
     """
 
     study: load.Study
@@ -51,7 +51,7 @@ class StudyResults:
     per_class: dict[str, dict[str, dict[str, dict]]]
     definitions: tuple[Definition, ...]
     config_hashes: dict[str, dict[int, str]]
-    commit: tuple[str, str]
+    commits: list[tuple[str, str]]
 
     def finished(self, arm: str | None = None) -> list[load.Run]:
         return [r for r in self.runs if r.status == load.FINISHED and arm in (None, r.arm)]
@@ -89,7 +89,7 @@ def collect(study_dir: str | pathlib.Path) -> StudyResults:
             hashes[run.arm][run.seed] = run.config_hash
     return StudyResults(study=study, runs=runs, rows=rows, per_class=per_class,
                         definitions=tuple(metric_definitions(study, finished)), config_hashes=hashes,
-                        commit=load.resolve_commit(study.commit))
+                        commits=load.commits(study, runs))
 
 
 def write_outputs(results: StudyResults) -> pathlib.Path:

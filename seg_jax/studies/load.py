@@ -15,7 +15,7 @@ import json
 import pathlib
 import subprocess
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -58,6 +58,7 @@ class Run:
     definitions: {evaluator: {metric (no prefix): text}} from `results.json`.
     curves: {scalar name: (steps int `[T]`, values float `[T]`)} from `metrics.jsonl`, steps increasing.
     config_hash: `config_hash` of the run's `config.json`, None without one.
+    commit: the code version its results.json records (`train.workdir.code_version`), None where it has none.
     """
 
     arm: str
@@ -69,6 +70,7 @@ class Run:
     definitions: dict[str, dict[str, str]]
     curves: dict[str, tuple[np.ndarray, np.ndarray]]
     config_hash: str | None
+    commit: str | None = None
 
     @property
     def label(self) -> str:
@@ -117,7 +119,8 @@ def load_run(study: Study, arm: str, seed: int) -> Run:
         scalars.update({contrast_name(a, b): scalars[a] - scalars[b] for a, b in study.contrasts
                         if a in scalars and b in scalars})
         return Run(arm=arm, seed=seed, directory=directory, status=FINISHED, reason="", scalars=scalars,
-                   definitions=results.get("definitions", {}), curves=curves, config_hash=digest)
+                   definitions=results.get("definitions", {}), curves=curves, config_hash=digest,
+                   commit=results.get("commit") or None)
     status, reason = _unfinished_reason(directory, results=results, steps=steps)
     return Run(arm=arm, seed=seed, directory=directory, status=status, reason=reason, scalars={}, definitions={},
                curves={}, config_hash=digest)
@@ -179,18 +182,31 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def resolve_commit(recorded: str | None) -> tuple[str, str]:
-    """(commit, where it comes from): `recorded` (study.json), else `git rev-parse --short HEAD` in the current
-    directory now, else "unknown"."""
-    if recorded:
-        return recorded, "recorded in study.json"
+def commits(study: Study, runs: Sequence[Run]) -> list[tuple[str, str]]:
+    """[(commit, which runs it made)] over the finished runs that record one (results.json), one entry per distinct
+    commit; runs without one fall back to study.json's commit (the last launch's), else `git rev-parse --short
+    HEAD` in the current directory now, else "unknown" — each labelled with where it comes from."""
+    finished = [run for run in runs if run.status == FINISHED]
+    by_commit: dict[str, list[str]] = {}
+    for run in finished:
+        if run.commit:
+            by_commit.setdefault(run.commit, []).append(run.label)
+    entries = [(commit, f"all {len(labels)} finished runs" if len(labels) == len(finished) else
+                f"runs {', '.join(labels)}") for commit, labels in by_commit.items()]
+    unrecorded = [run.label for run in finished if not run.commit]
+    if entries and not unrecorded:
+        return entries
+    who = "the finished runs" if not entries else f"runs {', '.join(unrecorded)}"
+    if study.commit:
+        return entries + [(study.commit, f"{who}: none recorded per run; study.json's (its last launch)")]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         out = None
     if out is not None and out.returncode == 0 and out.stdout.strip():
-        return out.stdout.strip(), "not recorded; git HEAD of the current directory at aggregation time"
-    return "unknown", "not recorded, and git gave none"
+        return entries + [(out.stdout.strip(), f"{who}: not recorded; git HEAD of the current directory at "
+                                               "aggregation time")]
+    return entries + [("unknown", f"{who}: not recorded, and git gave none")]
 
 
 def _without_directories(node: Any) -> Any:

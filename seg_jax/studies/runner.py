@@ -60,19 +60,10 @@ def selected_runs(study: ml_collections.ConfigDict, *, only: Sequence[str] | Non
     return [(arm, int(seed)) for arm in study.arms if not only or arm in only for seed in study.seeds]
 
 
-def _commit() -> str | None:
-    root = pathlib.Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def write_study_json(study: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
     """Records the study in `workdir/study.json`; a workdir holding another study is refused, naming the fields."""
-    record = study_spec.as_json(study, commit=_commit())
+    from seg_jax.train.workdir import code_version  # deferred: importing train loads JAX
+    record = study_spec.as_json(study, commit=code_version())
     path = workdir / "study.json"
     if path.is_file():
         old = json.loads(path.read_text())

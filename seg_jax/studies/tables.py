@@ -48,13 +48,12 @@ def notes(results: StudyResults) -> list[tuple[str, list[tuple[str, str]]]]:
     finished = {arm: len(results.finished(arm)) for arm in study.arms}
     seeds = [("seeds", ", ".join(map(str, study.seeds)))]
     seeds += [(arm, f"{count} of {len(study.seeds)} seeds finished") for arm, count in finished.items()]
-    commit, source = results.commit
     configs = [(arm, _config_note(results.config_hashes[arm], study.arms[arm])) for arm in study.arms]
     unfinished = [(run.label, f"{run.status}: {run.reason}") for run in results.unfinished()]
     return [("Method", [("statistics", METHOD)]),
             ("Definitions (from the runs' results.json)", definitions),
             ("Seeds", seeds),
-            ("Commit", [(commit, source)]),
+            ("Commit", results.commits),
             ("Configs (sha256 of config.json without seed, name and *_dir paths, first 12 hex)", configs),
             ("Runs not finished (not counted in n)", unfinished or [("none", "every run finished")])]
 

@@ -258,8 +258,8 @@ def _write_results(scalars: dict, definitions: dict, *, workdir: pathlib.Path, s
         old_step = json.loads(results.read_text()).get("step")
         results.rename(workdir / f"results_step{old_step}.json")
         logging.info("kept the earlier results as results_step%s.json", old_step)
-    results.write_text(json.dumps({"step": step, "scalars": scalars, "definitions": definitions}, indent=2,
-                                  default=float))
+    results.write_text(json.dumps({"step": step, "commit": wd.code_version(), "scalars": scalars,
+                                   "definitions": definitions}, indent=2, default=float))
     (workdir / "results.md").write_text(wd.results_table(scalars, definitions, title=f"step {step}"))
     logging.info("results: %s", results)
 
@@ -308,7 +308,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Pa
 
 def _write_eval(results, scalars, definitions, *, workdir: pathlib.Path, step: int, stem: str, title: str) -> None:
     base = wd.unique_path(workdir / "eval" / f"{stem}.json")
-    base.write_text(json.dumps({"step": step, "checkpoint": title,
+    base.write_text(json.dumps({"step": step, "checkpoint": title, "commit": wd.code_version(),
                                 "scalars": scalars, "definitions": definitions}, indent=2, default=float))
     base.with_suffix(".md").write_text(wd.results_table(scalars, definitions, title=title))
     for result in results:

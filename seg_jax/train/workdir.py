@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
 
 import ml_collections
 from absl import logging
@@ -32,6 +33,18 @@ class ConfigMismatchError(ValueError):
 
 class NotARunError(FileNotFoundError):
     """The workdir holds no run (no config.json) where one is needed."""
+
+
+def code_version() -> str | None:
+    """The commit of the code that runs (`git describe --always --dirty`: "-dirty" marks uncommitted changes), None
+    outside a git checkout. Recorded in each run's results.json so a table can say which code made each number."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=root,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
