@@ -4,6 +4,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from seg_jax.compiled import compiled
 from seg_jax.labels import IGNORE_INDEX
 
 # Stated in every evaluation record so a number can be traced to its definition.
@@ -19,6 +21,7 @@ DEFINITIONS = {
 }
 
 
+@compiled(static=("num_classes", "ignore_index"))
 def confusion_matrix(
     predictions: jax.Array,
     labels: jax.Array,
@@ -43,6 +46,7 @@ def confusion_matrix(
     return counts.reshape(num_classes, num_classes).astype(jnp.int32)
 
 
+@compiled(static=("num_classes", "ignore_index"))
 def batched_confusion_matrix(predictions, labels, *, num_classes, ignore_index=IGNORE_INDEX):
     """One confusion matrix per image: `[B, ...]` → `[B, N, N]` int32."""
     fn = lambda p, t: confusion_matrix(p, t, num_classes=num_classes, ignore_index=ignore_index)

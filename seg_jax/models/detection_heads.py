@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from seg_jax.models.layers import conv_kernel_init
+from seg_jax.compiled import compiled
 from seg_jax.models.unet import UpConv2x2
 
 Array = jax.Array
@@ -95,6 +96,7 @@ def _paste_weights(low: Array, high: Array, *, length: int, mask_size: int) -> A
     return hat * (extent > 0)[:, None, None]
 
 
+@compiled(static=("height", "width"))
 def paste_masks(masks: Array, boxes: Array, *, height: int, width: int) -> Array:
     """Pastes RoI masks into the image: ``masks [K, M, M]``, ``boxes [K, 4]`` (pixels) → ``[K, height, width]``.
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from seg_jax.compiled import compiled
 from seg_jax.ops.boxes import box_iou
 
 Array = jnp.ndarray
 
 
+@compiled(static=("max_output_size", "tile_size"))
 def nms(boxes: Array, scores: Array, *, iou_threshold: float, max_output_size: int,
         valid: Array | None = None, tile_size: int = 512) -> tuple[Array, Array]:
     """Greedy NMS selecting the same boxes in the same order as ``torchvision.ops.nms``.
@@ -71,6 +73,7 @@ def nms(boxes: Array, scores: Array, *, iou_threshold: float, max_output_size: i
     return jnp.where(out_valid, order[jnp.minimum(slots, n - 1)], 0).astype(jnp.int32), out_valid
 
 
+@compiled(static=("max_output_size", "tile_size"))
 def batched_nms(boxes: Array, scores: Array, classes: Array, *, iou_threshold: float, max_output_size: int,
                 valid: Array | None = None, tile_size: int = 512) -> tuple[Array, Array]:
     """NMS within each class, by torchvision's coordinate-offset trick (one :func:`nms` over shifted boxes).

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import jax.numpy as jnp
 
+from seg_jax.compiled import compiled
 from seg_jax.ops.boxes import box_area
 
 Array = jnp.ndarray
@@ -78,6 +79,7 @@ def _pool_flat(flat: Array, boxes: Array, *, offset: Array, height: Array, width
     return jnp.sum(values * weight, axis=(2, 4, 5, 6)).astype(flat.dtype)
 
 
+@compiled(static=("output_size", "sampling_ratio", "aligned"))
 def roi_align_indexed(features: Array, boxes: Array, image_index: Array, *, output_size: int | Sequence[int],
                       spatial_scale: float = 1.0, sampling_ratio: int = 2, aligned: bool = True) -> Array:
     """RoIAlign where each box names its image, like torchvision's ``roi_align`` with ``[K, 5]`` RoIs.
@@ -105,6 +107,7 @@ def roi_align_indexed(features: Array, boxes: Array, image_index: Array, *, outp
                       out_hw=out_hw, sampling_ratio=sampling_ratio, aligned=aligned)
 
 
+@compiled(static=("output_size", "sampling_ratio", "aligned"))
 def roi_align(features: Array, boxes: Array, *, output_size: int | Sequence[int], spatial_scale: float = 1.0,
               sampling_ratio: int = 2, aligned: bool = True) -> Array:
     """RoIAlign of a batch: features ``[B, H, W, C]``, boxes ``[B, K, 4]`` → ``[B, K, out_h, out_w, C]``.
@@ -132,6 +135,7 @@ def fpn_levels(boxes: Array, *, min_level: int, max_level: int, canonical_size: 
     return jnp.clip(level, min_level, max_level).astype(jnp.int32)
 
 
+@compiled(static=("output_size", "min_level", "sampling_ratio", "aligned"))
 def multilevel_roi_align(features: Sequence[Array], boxes: Array, *, output_size: int | Sequence[int],
                          min_level: int = 2, canonical_size: float = 224.0, canonical_level: int = 4,
                          sampling_ratio: int = 2, aligned: bool = True) -> Array:

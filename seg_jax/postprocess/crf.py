@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from seg_jax.compiled import compiled
+
 METHODS = ("exact", "grid")
 LLOYD_ITERATIONS = 4  # k-means steps per cell, after farthest-point seeding has already spread the seeds
 CELL_PER_SXY = 0.5  # default "grid" cell size / bilateral_sxy: 40 px cells for pydensecrf's usual sxy=80
@@ -35,6 +37,8 @@ BLUR_BLOCK = 32  # outputs per band-matrix block of the smoothness blur: larger 
 EXACT_CHUNK = 256  # query pixels per block of the O(P²) exact pass: bounds memory to 256·P kernel values
 
 
+@compiled(static=("iterations", "gaussian_sxy", "bilateral_sxy", "bilateral_srgb", "method", "downsample", "modes",
+                  "truncate", "differentiable"))  # the compat weights stay traced: learnable, tunable
 def dense_crf(logits: jax.Array, image: jax.Array, *, iterations: int = 5,
               gaussian_sxy: float = 3.0, gaussian_compat: float | jax.Array = 3.0,
               bilateral_sxy: float = 80.0, bilateral_srgb: float = 13.0,
