@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import shutil
 import warnings
 
 import numpy as np
@@ -253,6 +254,18 @@ def test_report_writes_one_document(study_dir, tmp_path):
     assert (out.parent / "results_files" / "imbalance" / "results.csv").read_text() == (
         study_dir / "results.csv").read_text()
     assert "../runs/studies/imbalance" in doc  # the source is named
+    # another study aggregated later, from elsewhere: the earlier section stays, marked as kept
+    other = tmp_path / "elsewhere" / "other"
+    shutil.copytree(study_dir, other)
+    record = json.loads((other / "study.json").read_text())
+    (other / "study.json").write_text(json.dumps({**record, "name": "other"}))
+    with pytest.warns(UserWarning):
+        report.main([str(tmp_path / "elsewhere"), "--out", str(out)])
+    again = out.read_text()
+    assert "- [imbalance](#study-imbalance)\n- [other](#study-other)" in again
+    kept = again.split("## Study `imbalance`")[1].split("## Study `other`")[0]
+    assert "*Kept from an earlier aggregation*" in kept and "### val/mean_iou" in kept
+    assert "Kept from" not in again.split("## Study `other`")[1]
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit):
         report.main([str(tmp_path / "empty"), "--out", str(out)])
