@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import json
 import os
 import subprocess
@@ -104,6 +105,15 @@ _MEASURE_S = flags.DEFINE_float("measure_s", 5.0, "Seconds of timed calls per me
 _CHILD = flags.DEFINE_string("child", None, "Internal (--isolate): run this one item in this process.")
 
 
+def why_not_importable(module: str) -> str | None:
+    """None when `module` imports, else why not (missing, or a broken install's error)."""
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # ImportError, or e.g. an OSError from a library the module loads
+        return f"{module} is not importable: {type(e).__name__}: {e}"[:500]
+    return None
+
+
 def _device_lines(sizes: Sizes) -> Iterator[dict]:
     import jax
 
@@ -151,8 +161,6 @@ def _jax_train_lines(sizes: Sizes, *, spec: str, dtype: str) -> Iterator[dict]:
 
 
 def _crf_lines(sizes: Sizes, *, name: str) -> Iterator[dict]:
-    import importlib.util
-
     import jax
     import numpy as np
 
@@ -166,9 +174,10 @@ def _crf_lines(sizes: Sizes, *, name: str) -> Iterator[dict]:
     yield {**common, "method": f"seg_jax {CRF_SETTING}", "device_kind": jax.devices()[0].device_kind, **result,
            "megapixels_per_s": height * width / 1e6 / result["seconds_per_image"],
            "accuracy": float(np.mean(ours == labels))}
-    if importlib.util.find_spec("pydensecrf") is None:
-        yield {**common, "method": "pydensecrf", "skipped": "pydensecrf is not importable (pip install pydensecrf2, "
-               "or bring its wheel in benchmarks/wheels)"}
+    missing = why_not_importable("pydensecrf.densecrf")
+    if missing:
+        yield {**common, "method": "pydensecrf", "skipped": f"{missing} (pip install pydensecrf2, or bring its wheel "
+               "in benchmarks/wheels)"}
         return
     runs = [crf_bench.pydensecrf_reference(image, logits, iterations=5, bilateral_sxy=80.0) for _ in range(2)]
     seconds = min(s for _, s in runs)
@@ -180,10 +189,9 @@ def _crf_lines(sizes: Sizes, *, name: str) -> Iterator[dict]:
 
 
 def _torch_lines(sizes: Sizes, *, spec: str, compiled: bool) -> Iterator[dict]:
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        yield {"skipped": "torch is not importable on this machine"}
+    missing = why_not_importable("torch")
+    if missing:
+        yield {"skipped": missing}
         return
     from benchmarks import torch_step
 
