@@ -10,14 +10,13 @@ the data pipeline is not measured.
 from __future__ import annotations
 
 import json
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 from flax import jax_utils
 
+from benchmarks.step_timing import random_semantic_batch, time_calls
 from seg_jax import evaluators
 from seg_jax.studies.spec import load_config
 from seg_jax.train import steps
@@ -31,20 +30,6 @@ _BATCH = flags.DEFINE_integer("batch", 8, "Global batch size (split over local d
 _CLASSES = flags.DEFINE_integer("classes", 6, "Number of classes.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after the warm-up step.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of the model.")
-
-
-def _time(fn, args_fn, n: int) -> tuple[float, float]:
-    """(first call seconds incl. compile, median seconds of n further calls)."""
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args_fn()))
-    first = time.perf_counter() - t
-    times = []
-    for _ in range(n):
-        args = args_fn()
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return first, float(np.median(times))
 
 
 def bench(spec: str) -> list[dict]:
@@ -61,10 +46,7 @@ def bench(spec: str) -> list[dict]:
                              f"{exp.task.name!r}")
     state = jax_utils.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model,
                                                    tx=exp.tx, seed=0, image_shape=hw))
-    rng = np.random.default_rng(0)
-    batch = {"image": rng.normal(size=(d, b, *hw, 3)).astype(np.float32),
-             "label": rng.integers(0, _CLASSES.value, size=(d, b, *hw)).astype(np.int32),
-             "weights": np.ones((d, b, *hw), np.float32), "mask": np.ones((d, b), np.float32)}
+    batch = random_semantic_batch(num_devices=d, per_device=b, image_size=hw, num_classes=_CLASSES.value)
     train_fn = steps.pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
     class_names = tuple(f"class_{i}" for i in range(_CLASSES.value))
     evaluator = evaluators.SemanticEvaluator("val", {"type": "semantic"}, task=exp.task, class_names=class_names,
@@ -81,11 +63,12 @@ def bench(spec: str) -> list[dict]:
               "dtype": _DTYPE.value, "params": int(params), "device_kind": jax.devices()[0].device_kind,
               "loss": config.loss.to_dict()}
     out = []
-    first, median = _time(train_once, lambda: ({k: batch[k] for k in exp.task.train_keys},), _STEPS.value)
+    first, median = time_calls(train_once, lambda: ({k: batch[k] for k in exp.task.train_keys},), calls=_STEPS.value)
     out.append({**common, "step": "train", "compile_s": round(first - median, 3), "step_s": round(median, 5),
                 "images_per_s": round(_BATCH.value / median, 2)})
     eval_batch = {k: batch[k] for k in ("image", "label", "mask")}
-    first, median = _time(lambda b_: eval_fn(holder["state"], b_)["confusion"], lambda: (eval_batch,), _STEPS.value)
+    first, median = time_calls(lambda b_: eval_fn(holder["state"], b_)["confusion"], lambda: (eval_batch,),
+                               calls=_STEPS.value)
     out.append({**common, "step": "eval", "compile_s": round(first - median, 3), "step_s": round(median, 5),
                 "images_per_s": round(_BATCH.value / median, 2)})
     return out
