@@ -11,7 +11,8 @@ builds it (`build_experiment`, `create_train_state`, `steps.pmapped_train_step`)
 
 Timings are only comparable within one run (the CPU may be shared), so contenders take turns: each of --rounds
 rounds times --steps steps of every seg_jax variant, then of PyTorch. Each `--variants` entry is one seg_jax
-contender: `base`, or `+`-joined `section.field=value` config overrides (e.g. `model.dtype=bfloat16`).
+contender: `base`, or `+`-joined `section.field=value` config overrides (e.g. `model.dtype=bfloat16`); the
+section `xla` sets XLA compiler options for that contender alone (e.g. `xla.xla_cpu_enable_fast_math=True`).
 Prints one JSON line per (network, contender), then one per network with the ratios seg_jax / PyTorch of the
 median step times (< 1: seg_jax is faster). `gflop_per_s` divides XLA's cost-analysis FLOP count of the compiled
 seg_jax train step by a contender's median step time (the same count for PyTorch, which runs the same network).
@@ -88,8 +89,13 @@ def network_config(network: str, overrides: dict[str, Any], *, batch_size: int):
     return config
 
 
-def jax_contender(config, batch: dict[str, np.ndarray]) -> tuple[Callable[[], None], int, float]:
-    """(one train step, parameter count, XLA FLOPs per step) of seg_jax for `config` on the 1-device `batch`."""
+def jax_contender(config, batch: dict[str, np.ndarray], *,
+                  compiler_options: dict[str, Any]) -> tuple[Callable[[], None], int, float]:
+    """(one train step, parameter count, XLA FLOPs per step) of seg_jax for `config` on the 1-device `batch`.
+
+    With `compiler_options` (XLA debug options, as XLA_FLAGS names them without the dashes) the step is the
+    pmapped step compiled ahead of time with them, so flag settings can take turns within one process.
+    """
     exp = build_experiment(config, num_classes=_CLASSES.value)
     hw = batch["image"].shape[2:4]
     state = jax_utils.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model,
@@ -98,8 +104,11 @@ def jax_contender(config, batch: dict[str, np.ndarray]) -> tuple[Callable[[], No
     train_fn = steps.pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
     batch = {k: batch[k] for k in exp.task.train_keys}
     rng = jax.random.PRNGKey(1)
-    cost = train_fn.lower(state, batch, rng).compile().cost_analysis()
+    compiled = train_fn.lower(state, batch, rng).compile(compiler_options=compiler_options or None)
+    cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    if compiler_options:
+        train_fn = compiled
     holder = {"state": state}
 
     def step() -> None:
@@ -157,10 +166,14 @@ def bench(network: str) -> list[dict]:
              "weights": np.ones((1, _BATCH.value, *hw), np.float32)}
     contenders, flops, params = {}, {}, {}
     for variant in _VARIANTS.value:
-        config = network_config(network, parse_overrides(variant), batch_size=_BATCH.value)
+        overrides = parse_overrides(variant)
+        xla_options = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("xla.")}
+        config = network_config(network, {k: v for k, v in overrides.items() if not k.startswith("xla.")},
+                                batch_size=_BATCH.value)
         if config.model.name not in ("unet", "fcn8s", "fcn16s", "fcn32s"):
             raise app.UsageError(f"{network}: no torch mirror for model {config.model.name!r}")
-        contenders[variant], params[variant], flops[variant] = jax_contender(config, batch)
+        contenders[variant], params[variant], flops[variant] = jax_contender(config, batch,
+                                                                              compiler_options=xla_options)
     config = network_config(network, {}, batch_size=_BATCH.value)
     contenders["torch"], params["torch"] = torch_contender(config, batch)
     if len(set(params.values())) != 1:
