@@ -17,7 +17,8 @@ Items (`ITEMS`, run in this order, each printing JSON lines that start with its 
   crf_<H>x<W>       `seg_jax.postprocess.dense_crf` (grid, 40-px cells, 16 modes: the default) on the device at
                     512×512 and 1024×2048 with 19 classes, 5 iterations, on benchmarks/crf.py's scene; then
                     pydensecrf on this machine's CPU (one core) when importable, with the labels' agreement.
-  torch_<model>_<mode>  the same U-Net and FCN-8s as PyTorch mirrors (`benchmarks.torch_step`), eager and
+  torch_<model>_<mode>  the same U-Net and FCN-8s as PyTorch mirrors (`benchmarks.torch_mirror`, stepped by
+                    `benchmarks.torch_step`), eager and
                     `torch.compile`, float32 (TF32 allowed, as XLA) and bfloat16 autocast; skipped (a JSON line
                     says why) when torch is not importable or has no CUDA device outside --smoke.
   summary           (printed by the driver at the end) torch / jax images/s and pydensecrf / seg_jax seconds.

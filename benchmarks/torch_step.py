@@ -1,10 +1,6 @@
-"""PyTorch train steps of minimal mirrors of seg_jax's U-Net and FCN-8s, for the GPU suite (benchmark-only: torch).
-
-The mirrors have the layers, kernel sizes, channel counts, BatchNorm placement, up-convolutions and heads of
-seg_jax/models/unet.py and fcn.py for the `config.model` options the experiment configs use (norm "batch" or
-"none", U-Net's "transpose" upsampling), hence the same parameter count (printed beside seg_jax's); initial values
-are not mirrored, as only the cost of a step is compared. They are deliberately minimal: `benchmarks/torch_mirror.py`
-(the torch reference benchmark's mirrors, on another branch) covers more options and can replace them.
+"""PyTorch train steps of the mirrors of seg_jax's U-Net and FCN-8s (`benchmarks.torch_mirror`: same layers, same
+parameter count, printed beside seg_jax's), eager or `torch.compile`d, for the GPU suite (benchmark-only: torch).
+Initial values are not mirrored, as only the cost of a step is compared.
 
 The step is what seg_jax's step does for these configs: forward, cross-entropy, backward, SGD with momentum and
 weight decay (experiments/cityscapes.py's optimiser); channels_last tensors; float32 with TF32 allowed (XLA's
@@ -20,107 +16,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from seg_jax.models.fcn import FC_WIDTH, VGG16_BLOCKS
-from seg_jax.models.layers import bilinear_kernel_size
+from benchmarks import torch_mirror
 from seg_jax.studies.spec import load_config
 
 
-def _conv_block(in_channels: int, features: int, *, num_convs: int, kernel_size: int, norm: str) -> nn.Sequential:
-    """seg_jax's ConvBlock: `num_convs` × ('same' conv, bias only without a norm → norm → ReLU)."""
-    layers: list[nn.Module] = []
-    for index in range(num_convs):
-        layers += [nn.Conv2d(in_channels if index == 0 else features, features, kernel_size,
-                             padding=kernel_size // 2, bias=norm == "none"),
-                   nn.BatchNorm2d(features) if norm == "batch" else nn.Identity(), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)
-
-
-def _check_norm(norm: str) -> None:
-    if norm not in ("none", "batch"):
-        raise ValueError(f"the minimal torch mirrors know norm 'none' and 'batch', not {norm!r}")
-
-
-class UNet(nn.Module):
-    """NCHW float [B, 3, H, W] → logits [B, N, H, W]; H and W multiples of 2**depth."""
-
-    def __init__(self, num_classes: int, *, depth: int = 4, base_width: int = 64, norm: str = "none",
-                 upsample: str = "transpose"):
-        super().__init__()
-        _check_norm(norm)
-        if upsample != "transpose":
-            raise ValueError("the minimal torch U-Net mirrors upsample='transpose' only")
-        widths = [base_width * 2 ** level for level in range(depth + 1)]
-        block = lambda c_in, c_out: _conv_block(c_in, c_out, num_convs=2, kernel_size=3, norm=norm)
-        self.down = nn.ModuleList(block(3 if level == 0 else widths[level - 1], widths[level])
-                                  for level in range(depth))
-        self.bottleneck = block(widths[depth - 1] if depth else 3, widths[depth])
-        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[level + 1], widths[level], 2, stride=2)
-                                for level in range(depth))
-        self.dec = nn.ModuleList(block(2 * widths[level], widths[level]) for level in range(depth))
-        self.head = nn.Conv2d(widths[0], num_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-            x = F.max_pool2d(x, 2)
-        x = self.bottleneck(x)
-        for level in reversed(range(len(self.up))):
-            x = self.dec[level](torch.cat([skips[level], self.up[level](x)], dim=1))
-        return self.head(x)
-
-
-def _upsample(channels: int, factor: int) -> nn.ConvTranspose2d:
-    """seg_jax's BilinearUpsample: a learnable ×factor transposed conv without bias, exactly f·H outputs."""
-    return nn.ConvTranspose2d(channels, channels, bilinear_kernel_size(factor), stride=factor,
-                              padding=factor // 2, bias=False)
-
-
-class FCN8s(nn.Module):
-    """NCHW float [B, 3, H, W] → logits [B, N, H, W]; H and W multiples of 32."""
-
-    def __init__(self, num_classes: int, *, width_multiplier: float = 1.0, fc6_kernel: int = 3, norm: str = "none",
-                 dropout_rate: float = 0.0):
-        super().__init__()
-        _check_norm(norm)
-        width = lambda channels: max(1, round(channels * width_multiplier))
-        blocks, in_channels = [], 3
-        for channels, num_convs in VGG16_BLOCKS:
-            blocks.append(_conv_block(in_channels, width(channels), num_convs=num_convs, kernel_size=3, norm=norm))
-            in_channels = width(channels)
-        self.blocks = nn.ModuleList(blocks)
-        fc = width(FC_WIDTH)
-        self.fc6 = _conv_block(in_channels, fc, num_convs=1, kernel_size=fc6_kernel, norm=norm)
-        self.fc7 = _conv_block(fc, fc, num_convs=1, kernel_size=1, norm=norm)
-        self.dropout = nn.Dropout(dropout_rate)
-        self.score_fr = nn.Conv2d(fc, num_classes, 1)
-        self.score_pool4 = nn.Conv2d(width(VGG16_BLOCKS[3][0]), num_classes, 1)
-        self.score_pool3 = nn.Conv2d(width(VGG16_BLOCKS[2][0]), num_classes, 1)
-        self.upscore2, self.upscore_pool4 = _upsample(num_classes, 2), _upsample(num_classes, 2)
-        self.upscore8 = _upsample(num_classes, 8)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pools = []
-        for block in self.blocks:
-            x = F.max_pool2d(block(x), 2)
-            pools.append(x)
-        x = self.dropout(self.fc7(self.dropout(self.fc6(x))))
-        scores = self.upscore2(self.score_fr(x)) + self.score_pool4(pools[3])
-        scores = self.upscore_pool4(scores) + self.score_pool3(pools[2])
-        return self.upscore8(scores)
-
-
 def make_mirror(model_options: dict, *, num_classes: int) -> nn.Module:
-    """The mirror of `config.model` (a dict with "name" "unet" or "fcn8s" and that model's options)."""
+    """The mirror (`benchmarks.torch_mirror`) of `config.model` as a dict ("name" and that model's options)."""
     options = dict(model_options)
-    name = options.pop("name")
-    options.pop("dtype", None)
-    if name == "unet":
-        return UNet(num_classes, **options)
-    if name == "fcn8s":
-        return FCN8s(num_classes, **options)
-    raise ValueError(f"no torch mirror of model {name!r}; mirrored: unet, fcn8s")
+    return torch_mirror.make_mirror(options.pop("name"), num_classes=num_classes, **options)
 
 
 def _time_steps(step, *, calls: int, max_seconds: float, sync) -> tuple[float, float]:
