@@ -141,7 +141,7 @@ def compile_train_step(config: ml_collections.ConfigDict, batch: dict[str, Any],
     """The train step of `config` (model, loss, optimiser, schedule as a run builds them) compiled for `batch`
     ([D, b, ...] arrays with at least the task's train keys; only their shapes and dtypes matter here)."""
     exp = build_experiment(config, num_classes=num_classes)
-    state = jax_utils.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model,
+    state = steps.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model,
                                                    tx=exp.tx, seed=seed, image_shape=tuple(image_size)))
     keys = tuple(exp.task.train_keys)
     step = steps.pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)

@@ -98,7 +98,7 @@ def jax_contender(config, batch: dict[str, np.ndarray], *,
     """
     exp = build_experiment(config, num_classes=_CLASSES.value)
     hw = batch["image"].shape[2:4]
-    state = jax_utils.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model,
+    state = steps.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model,
                                                    tx=exp.tx, seed=0, image_shape=hw))
     params = sum(x.size for x in jax.tree_util.tree_leaves(jax_utils.unreplicate(state).params))
     train_fn = steps.pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
@@ -180,10 +180,7 @@ def bench(network: str) -> list[dict]:
         raise SystemExit(f"{network}: parameter counts differ, the mirror is wrong: {params}")
 
     for step in contenders.values():
-        # Two warm-up steps: pmap compiles again for the second, as its output state carries a different
-        # sharding (mesh axis "batch") from `jax_utils.replicate`'s.
-        step()
-        step()
+        step()  # compiles (a state from `steps.replicate` is placed as the step returns it: no second compile)
     times = {name: [] for name in contenders}
     for _ in range(_ROUNDS.value):
         for name, step in contenders.items():

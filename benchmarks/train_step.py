@@ -44,7 +44,7 @@ def bench(spec: str) -> list[dict]:
     if exp.task.name != "semantic":
         raise app.UsageError(f"{spec}: this benchmark times semantic models; {config.model.name} is "
                              f"{exp.task.name!r}")
-    state = jax_utils.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model,
+    state = steps.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model,
                                                    tx=exp.tx, seed=0, image_shape=hw))
     batch = random_semantic_batch(num_devices=d, per_device=b, image_size=hw, num_classes=_CLASSES.value)
     train_fn = steps.pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)

@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from flax import jax_utils
 
 from seg_jax.studies.spec import load_config
 from seg_jax.train import seeds, steps
@@ -42,8 +41,8 @@ def main(argv):
     stacked_batch = {k: np.repeat(v[:, None], s, 1) for k, v in batch.items()}
     single = steps.pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
     together = seeds.pmapped_vmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
-    separate = [jax_utils.replicate(st) for st in states]
-    stacked = jax_utils.replicate(jax.tree_util.tree_map(lambda *x: jnp.stack(x), *states))
+    separate = [steps.replicate(st) for st in states]
+    stacked = steps.replicate(jax.tree_util.tree_map(lambda *x: jnp.stack(x), *states))
     keys = jnp.stack([jax.random.PRNGKey(k) for k in range(s)])
     key = jax.random.PRNGKey(0)
 

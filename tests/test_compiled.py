@@ -105,3 +105,27 @@ def test_compiled_rejects_unknown_static_names():
         compiled(static=("size",))(lambda x, *, sizes: x)
     double = compiled(static=("times",))(lambda x, *, times: x * times)
     assert double(jnp.ones(3), times=2).tolist() == [2.0, 2.0, 2.0] and hasattr(double, "jitted")
+
+
+def test_the_train_step_compiles_once_on_a_replicated_state(make_config):
+    """`steps.replicate` places the state as the pmapped step returns it (flax's `jax_utils.replicate` did not,
+    and every run compiled its train step a second time at step 2)."""
+    from benchmarks import step_timing
+    from seg_jax.train import steps
+    from seg_jax.train.experiment import build_experiment
+    from seg_jax.train.state import create_train_state
+
+    config = make_config()
+    exp = build_experiment(config, num_classes=6)
+    state = steps.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx,
+                                               seed=0, image_shape=(24, 40)))
+    step = steps.pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
+    batch = step_timing.random_semantic_batch(num_devices=jax.local_device_count(), per_device=2,
+                                              image_size=(24, 40), num_classes=6)
+    counts = []
+    for i in range(3):
+        with lowerings() as n:
+            state, metrics = step(state, {k: batch[k] for k in exp.task.train_keys}, jax.random.PRNGKey(i))
+            jax.block_until_ready(metrics)
+        counts.append(n[0])
+    assert counts == [1, 0, 0]

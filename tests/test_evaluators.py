@@ -6,11 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import jax_utils
 
 from seg_jax import data, evaluators, train
 from seg_jax.evaluators.base import Evaluator, summed
-from seg_jax.train import workdir as wd
+from seg_jax.train import steps, workdir as wd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +31,7 @@ def _run(make_config, entry, task):
     ev = evaluators.EVALUATORS.get(entry["type"])("val", entry, task=task, class_names=dataset.class_names,
                                                   data_cfg=config.data)
     ev.validate(dataset)
-    state = jax_utils.replicate(_NoState())
+    state = steps.replicate(_NoState())
     return ev.run(state, dataset=dataset), dataset
 
 

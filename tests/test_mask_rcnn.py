@@ -242,7 +242,7 @@ def overfit():
     model = MaskRCNN(**SMALL)
     schedule = optax.cosine_decay_schedule(3e-3, STEPS, alpha=0.05)
     params = jax.jit(model.init)(KEY, jnp.asarray(images))["params"]
-    state = jax_utils.replicate(TrainState.create(apply_fn=model.apply, params=params, batch_stats={},
+    state = steps.replicate(TrainState.create(apply_fn=model.apply, params=params, batch_stats={},
                                                   tx=optax.adam(schedule)))
     task = tasks.DetectionTask(model=model, weights={name: 1.0 for name in LOSS_TERMS}, max_instances=4,
                                ignore_index=255)

@@ -64,9 +64,8 @@ jax.tree_util.register_pytree_node(_NoState, lambda s: ((), None), lambda aux, c
 
 
 def test_semantic_pictures_are_titled_and_have_a_legend_with_class_names(make_config):
-    from flax import jax_utils
-
     from seg_jax import data
+    from seg_jax.train import steps
     config = make_config()
     dataset = data.resolve(config.data)
     n = dataset.num_classes
@@ -77,7 +76,7 @@ def test_semantic_pictures_are_titled_and_have_a_legend_with_class_names(make_co
 
     ev = evaluators.SemanticEvaluator("val", {"type": "semantic", "batch_size": 4, "num_pictures": 2}, task=Task(),
                                       class_names=dataset.class_names, data_cfg=config.data)
-    picture = ev.run(jax_utils.replicate(_NoState()), dataset=dataset).pictures["predictions"]
+    picture = ev.run(steps.replicate(_NoState()), dataset=dataset).pictures["predictions"]
     h = dataset.source("validation")[0]["image"].shape[0]
     assert picture.shape[0] > 2 * h + 2  # titles above, legend below
     outlines = np.flatnonzero((picture == 128).all(-1).any(1))  # the swatches' grey outlines

@@ -15,7 +15,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from flax import jax_utils
 from PIL import Image
 
 from seg_jax import data, evaluators as evals
@@ -203,7 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         num_local_devices=jax.local_device_count(), process_index=jax.process_index(),
         process_count=jax.process_count(), example_map=task.train_example_map())
     rng = jax.random.PRNGKey(config.seed + 1)
-    rstate = jax_utils.replicate(opened.state)
+    rstate = steps.replicate(opened.state)
     try:
         results = _train_steps(rstate, range(start + 1, total + 1), batches=batches, train_fn=train_fn, rng=rng,
                                best=opened.best, config=config, run=run, ckpts=opened.ckpts, writer=opened.writer,
@@ -298,7 +297,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Pa
         state, _, step = ckpts.restore_readable(run.state, which=which)
     finally:
         ckpts.close()
-    results = _evaluate_all(run.evaluators, jax_utils.replicate(state), dataset=run.dataset)
+    results = _evaluate_all(run.evaluators, steps.replicate(state), dataset=run.dataset)
     scalars, definitions = _merged(results)
     if jax.process_index() == 0:
         _write_eval(results, scalars, definitions, workdir=workdir, step=step, stem=f"{which}_step{step}" + (

@@ -20,7 +20,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from flax import jax_utils
 
 from seg_jax import data
 from seg_jax.train import loop, steps, workdir as wd
@@ -89,7 +88,7 @@ def train_seeds(configs: Sequence[ml_collections.ConfigDict],
                                   process_index=jax.process_index(), process_count=jax.process_count(),
                                   example_map=task.train_example_map()) for cfg in configs]
     keys = np.stack([np.asarray(jax.random.PRNGKey(int(cfg.seed) + 1)) for cfg in configs])
-    rstate = jax_utils.replicate(jax.tree_util.tree_map(lambda *x: np.stack(x), *[o.state for o in opened]))
+    rstate = steps.replicate(jax.tree_util.tree_map(lambda *x: np.stack(x), *[o.state for o in opened]))
     best = [o.best for o in opened]
     last_good = [start] * len(configs)
     results: list = [None] * len(configs)
