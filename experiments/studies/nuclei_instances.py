@@ -5,7 +5,7 @@ connected components vs the U-Net boundary weight map + components vs border-awa
 the built-in `nuclei`: DSB score, mask AP, PQ and AJI, 3 seeds, paired differences against CE + components.
 `:gpu` runs the paper-sized U-Net (depth 4, width 64) for 20k steps; `:tiny` for tests. Took 46 min for the 9 runs
 (1000 steps each) on the project's 2-core CPU while tests and benchmarks shared it (load average 7–9; ≈ 5 min per
-run, 3.5 steps/s against ≈ 7 alone).
+run at 3.5 steps/s).
 """
 from __future__ import annotations
 
