@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from seg_jax.models.fcn import FC_WIDTH, SKIP_POOLS, VGG16_BLOCKS
+from seg_jax.models.backbones.vgg import FC_WIDTH, VGG16_BLOCKS
+from seg_jax.models.fcn import SKIP_POOLS
 from seg_jax.models.layers import GROUP_NORM_GROUPS, BATCH_NORM_MOMENTUM, bilinear_kernel_size
 
 MIRRORED_NORMS = ("none", "batch", "group")  # flax's LayerNorm over channels has no one-module torch twin
@@ -100,8 +101,11 @@ class FCN(nn.Module):
     """`fcn.FCN`: VGG-16-style backbone, fc6/fc7 as convs, score_fr, skip scores and bilinear upsampling."""
 
     def __init__(self, num_classes: int, *, output_stride: int = 32, width_multiplier: float = 1.0,
-                 fc6_kernel: int = 3, dropout_rate: float = 0.0, norm: str = "none"):
+                 fc6_kernel: int = 3, dropout_rate: float = 0.0, norm: str = "none", fc_norm: bool = True,
+                 freeze_bn: bool = False):
         super().__init__()
+        if freeze_bn:
+            raise ValueError("the FCN mirror has no freeze_bn")
         self.output_stride = output_stride
         width = lambda channels: max(1, round(channels * width_multiplier))
         blocks, in_channels = [], 3
@@ -110,8 +114,9 @@ class FCN(nn.Module):
             in_channels = width(channels)
         self.blocks = nn.ModuleList(blocks)
         fc = width(FC_WIDTH)
-        self.fc = nn.Sequential(conv_block(in_channels, fc, num_convs=1, kernel_size=fc6_kernel, norm=norm),
-                                nn.Dropout(dropout_rate), conv_block(fc, fc, num_convs=1, kernel_size=1, norm=norm),
+        fc_norm = norm if fc_norm else "none"
+        self.fc = nn.Sequential(conv_block(in_channels, fc, num_convs=1, kernel_size=fc6_kernel, norm=fc_norm),
+                                nn.Dropout(dropout_rate), conv_block(fc, fc, num_convs=1, kernel_size=1, norm=fc_norm),
                                 nn.Dropout(dropout_rate))
         self.score_fr = nn.Conv2d(fc, num_classes, 1)
         fused = [s for s in (16, 8) if s >= output_stride]

@@ -26,7 +26,7 @@ def get_config(arg: str | None = "fcn8s") -> ml_collections.ConfigDict:
     config.data.crop_size = (512, 1024)
     config.data.scale_range = (0.5, 2.0)
     config.data.eval_size = (1024, 2048)
-    config.model = ml_collections.ConfigDict(MODELS[variant])
+    config.model = common.model(MODELS[variant])
     config.optimizer = ml_collections.ConfigDict(
         {"name": "sgd", "learning_rate": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4,
          "grad_clip_norm": None})

@@ -29,6 +29,23 @@ def crf_options() -> dict[str, Any]:
             "downsample": config_dict.placeholder(int), "modes": 16}
 
 
+def model(options: dict[str, Any]) -> ml_collections.ConfigDict:
+    """`config.model`: the model's name and options, plus how training starts from pretrained weights.
+
+    pretrained: None, or a torchvision / timm state-dict file (.safetensors, .npz; .pth with torch) loaded into the
+        model's backbone (`seg_jax.models.backbones.load_pretrained`) when a run starts.
+    pretrained_normalization: what the weights expect `data.mean` / `data.std` to be (checked when `pretrained` is
+        set): "imagenet" (torchvision's, the data default) or "inception"; None skips the check.
+    freeze_bn: the backbone's BatchNorm in inference mode, its statistics and affine parameters fixed
+        (detectron2's FrozenBN).
+    freeze_stages: the backbone's stages 1..k get no updates (detectron2's FREEZE_AT): 1 = VGG conv1_* / ResNet
+        stem, 2 = also conv2_* / layer1, ..., 5 = the whole VGG blocks / ResNet.
+    """
+    return ml_collections.ConfigDict({"pretrained": config_dict.placeholder(str),
+                                      "pretrained_normalization": "imagenet", "freeze_bn": False, "freeze_stages": 0,
+                                      **options})
+
+
 def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
     """Every section an experiment has, at the defaults of the CPU-sized runs on the built-in data.
 
@@ -39,7 +56,7 @@ def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
     config.name = "experiment"
     config.seed = 0
     config.data = data_config(dataset)
-    config.model = ml_collections.ConfigDict({"name": "unet"})
+    config.model = model({"name": "unet"})  # name and options, plus the pretrained-weights fields (`model`)
     config.task = config_dict.placeholder(str)  # None: the model's registry entry says (semantic / detection)
     # The task's loss terms: a weight, or {"weight": w, <the loss's options>}.
     config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0})

@@ -20,7 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = common.base("shapes")
     config.name = "default" if variant == "plain" else "default_crf"
     config.data.crop_size = (64, 64)
-    config.model = ml_collections.ConfigDict({"name": "unet", "depth": 3, "base_width": 16, "norm": "batch"})
+    config.model = common.model({"name": "unet", "depth": 3, "base_width": 16, "norm": "batch"})
     config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0, "dice": {"weight": 1.0, "eps": 1e-6}})
     if variant == "crf":
         config.evals.val_crf = common.crf_eval()

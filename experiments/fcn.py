@@ -18,7 +18,7 @@ def get_config(arg: str | None = "fcn8s") -> ml_collections.ConfigDict:
     config = common.base("shapes")
     config.name = variant
     config.data.crop_size = (64, 64)
-    config.model = ml_collections.ConfigDict(
+    config.model = common.model(
         {"name": variant, "width_multiplier": 0.25, "fc6_kernel": 3, "norm": "batch"})
     config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0})
     config.optimizer.learning_rate = 1e-3

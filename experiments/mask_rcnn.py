@@ -37,7 +37,7 @@ def get_config(arg: str | None = "shapes") -> ml_collections.ConfigDict:
     config.data.crop_size = (96, 96)
     config.data.scale_range = (0.75, 1.25)
     config.data.max_instances = 16 if variant != "nuclei" else 48
-    config.model = ml_collections.ConfigDict(GPU_MODEL if variant == "coco" else CPU_MODEL)
+    config.model = common.model(GPU_MODEL if variant == "coco" else CPU_MODEL)
     config.loss = ml_collections.ConfigDict(
         {"rpn_objectness": 1.0, "rpn_box": 1.0, "class": 1.0, "box": 1.0, "mask": 1.0})
     config.optimizer.learning_rate = 2e-3
@@ -57,6 +57,6 @@ def get_config(arg: str | None = "shapes") -> ml_collections.ConfigDict:
         config.evals.val.every = 5000
     if tiny:
         common.shrink_for_tests(config)
-        config.model = ml_collections.ConfigDict(TINY_MODEL)
+        config.model = common.model(TINY_MODEL)
         config.data.max_instances = 8
     return config

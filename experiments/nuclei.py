@@ -23,7 +23,7 @@ def get_config(arg: str | None = "border_watershed") -> ml_collections.ConfigDic
     config = common.base("nuclei")
     config.name = f"nuclei_{variant}"
     config.data.crop_size = (64, 64)
-    config.model = ml_collections.ConfigDict({"name": "unet", "depth": 3, "base_width": 16, "norm": "batch"})
+    config.model = common.model({"name": "unet", "depth": 3, "base_width": 16, "norm": "batch"})
     options = {"method": "connected_components", "foreground_threshold": 0.5, "min_size": 8}
     if variant == "unet_weights_cc":
         config.data.weight_map = "unet"

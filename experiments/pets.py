@@ -22,7 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.eval_split = "train[90%:]"
     config.data.crop_size = (256, 256)
     config.data.eval_size = (384, 384)
-    config.model = ml_collections.ConfigDict({"name": "unet", "depth": 4, "base_width": 32, "norm": "batch"})
+    config.model = common.model({"name": "unet", "depth": 4, "base_width": 32, "norm": "batch"})
     config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0, "dice": {"weight": 1.0, "eps": 1e-6}})
     config.train.update(steps=20_000, batch_size=32, log_every=100, checkpoint_every=1000)
     config.evals.val.every = 2000

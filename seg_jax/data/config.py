@@ -16,6 +16,9 @@ from seg_jax import labels
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 0..255 units
 IMAGENET_STD = (58.395, 57.12, 57.375)
+# (mean, std) in 0..255 units that pretrained weights expect, by `model.pretrained_normalization`: torchvision's and
+# most timm models take "imagenet"; timm's Inception-style models (mean = std = 0.5 of 0..1) take "inception".
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "inception": ((127.5,) * 3, (127.5,) * 3)}
 
 # `base_config` values that differ from the generic ones, per registered dataset.
 DATASET_DEFAULTS: Mapping[str, Mapping[str, Any]] = {

@@ -2,7 +2,8 @@
 
 Every semantic model maps float32 images [B, H, W, 3] to float32 logits [B, H, W, num_classes] for
 any H, W and is used as `model.init(key, x)` / `model.apply(variables, x, train=...)`. `mask_rcnn`
-(`task = "detection"`) returns detections instead; see `seg_jax.models.mask_rcnn`.
+(`task = "detection"`) returns detections instead; see `seg_jax.models.mask_rcnn`. FCN and Mask R-CNN are built on
+`seg_jax.models.backbones` (VGG-16, ResNet-50/101, a CPU-sized ResNet), which also loads torchvision / timm weights.
 """
 from __future__ import annotations
 

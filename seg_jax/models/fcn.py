@@ -1,8 +1,8 @@
-"""FCN-32s, FCN-16s and FCN-8s (Long, Shelhamer & Darrell, CVPR 2015) on a VGG-16-style backbone.
+"""FCN-32s, FCN-16s and FCN-8s (Long, Shelhamer & Darrell, CVPR 2015) on VGG-16 (`seg_jax.models.backbones.vgg`).
 
-Backbone: five blocks of (2, 2, 3, 3, 3) 3×3 convs with 64, 128, 256, 512, 512 channels, each followed by
-a 2×2 max-pool (pool1..pool5, strides 2..32), then fc6 (k×k conv, 4096 channels; k = 7 in the paper) and
-fc7 (1×1 conv, 4096 channels) as convolutions; `width_multiplier` scales every channel count.
+Backbone: VGG-16's five conv blocks (pool1..pool5, strides 2..32), then fc6 (k×k conv, 4096 channels; k = 7 in the
+paper) and fc7 (1×1 conv, 4096 channels): the paper's convolutionalised classifier, so with k = 7 torchvision's
+VGG-16 weights (`model.pretrained`) load as they are; `width_multiplier` scales every channel count.
 
 Head: score_fr, a 1×1 conv to N class scores at stride 32. FCN-16s upsamples them ×2 ("upscore2") and
 adds score_pool4 (1×1 conv on pool4); FCN-8s upsamples that sum ×2 ("upscore_pool4") and adds
@@ -21,11 +21,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seg_jax.models.backbones import create_backbone
 from seg_jax.models.factory import MODELS
-from seg_jax.models.layers import BilinearUpsample, ConvBlock, max_pool_2x2, pad_to_multiple
+from seg_jax.models.layers import BilinearUpsample, pad_to_multiple
 
-VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (channels, 3×3 convs) per block
-FC_WIDTH = 4096
 OUTPUT_STRIDES = (32, 16, 8)
 SKIP_POOLS = {16: 4, 8: 3}  # fused score map stride → the pool block whose scores are added there
 
@@ -37,10 +36,14 @@ class FCN(nn.Module):
         num_classes: N.
         output_stride: stride of the finest fused score map: 32 (FCN-32s), 16 (FCN-16s) or 8 (FCN-8s).
         width_multiplier: scales all backbone channel counts (1.0 = 64..512 convs, 4096 fc).
-        fc6_kernel: fc6 kernel size in pixels (7 in the paper; small for small images).
+        fc6_kernel: fc6 kernel size in pixels (7 in the paper and for pretrained VGG-16; small for small images).
         dropout_rate: dropout after fc6 and fc7 when training (0.5 in the paper); > 0 needs
             `rngs={"dropout": key}` in `apply(..., train=True)`.
-        norm: "none" (the paper), "batch", "group" or "layer", after every backbone conv.
+        norm: "none" (the paper), "batch" (torchvision's vgg16_bn), "group" or "layer", after every conv of the
+            five blocks.
+        fc_norm: also normalise fc6 and fc7 with `norm` (as this FCN always has; torchvision's VGG-16 has no norm
+            there, so loading vgg16_bn weights needs False).
+        freeze_bn: the backbone's BatchNorm uses its running statistics, never updated (detectron2's FrozenBN).
         norm_axis_name: BatchNorm's cross-device axis name (e.g. "batch" inside `jax.pmap`), or None.
         dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32, logits are float32.
     """
@@ -50,11 +53,16 @@ class FCN(nn.Module):
     fc6_kernel: int = 3
     dropout_rate: float = 0.0
     norm: str = "none"
+    fc_norm: bool = True
+    freeze_bn: bool = False
     norm_axis_name: str | None = None
     dtype: Any = jnp.float32
 
-    def _width(self, channels: int) -> int:
-        return max(1, round(channels * self.width_multiplier))
+    def backbone_config(self) -> tuple[str, dict[str, Any]]:
+        """(name, options) of the backbone: `create_backbone(name, **options)`, `load_pretrained(path, name, ...)`."""
+        return "vgg16", dict(width_multiplier=self.width_multiplier, norm=self.norm, fc6_kernel=self.fc6_kernel,
+                             fc_norm=self.fc_norm, dropout_rate=self.dropout_rate, freeze_bn=self.freeze_bn,
+                             norm_axis_name=self.norm_axis_name, dtype=self.dtype)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -64,21 +72,10 @@ class FCN(nn.Module):
         dtype = jnp.dtype(self.dtype)
         height, width = x.shape[1:3]
         x = pad_to_multiple(x.astype(dtype), 32)
-        block = functools.partial(ConvBlock, norm=self.norm, norm_axis_name=self.norm_axis_name,
-                                  dtype=dtype)
-
-        pools = {}
-        for index, (channels, num_convs) in enumerate(VGG16_BLOCKS, start=1):
-            x = block(self._width(channels), num_convs=num_convs, name=f"conv{index}")(x, train=train)
-            x = max_pool_2x2(x)
-            pools[index] = x
-
-        fc_width = self._width(FC_WIDTH)
-        x = block(fc_width, num_convs=1, kernel_size=self.fc6_kernel, name="fc6")(x, train=train)
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = block(fc_width, num_convs=1, kernel_size=1, name="fc7")(x, train=train)
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        scores = nn.Conv(self.num_classes, (1, 1), dtype=dtype, name="score_fr")(x)
+        backbone, options = self.backbone_config()
+        features = create_backbone(backbone, **options, name="backbone")(x, train=train)
+        pools = {3: features["C3"], 4: features["C4"]}
+        scores = nn.Conv(self.num_classes, (1, 1), dtype=dtype, name="score_fr")(features["fc7"])
 
         stride = 32
         for upsample_name in ("upscore2", "upscore_pool4"):

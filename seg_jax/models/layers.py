@@ -26,7 +26,7 @@ conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
 def make_norm(norm: str, *, features: int, train: bool, axis_name: str | None,
-              dtype: Any) -> Callable[[jax.Array], jax.Array]:
+              dtype: Any, name: str | None = None) -> Callable[[jax.Array], jax.Array]:
     """Returns the normalisation layer named by `norm`; call it inside an `nn.compact` method.
 
     Args:
@@ -37,16 +37,17 @@ def make_norm(norm: str, *, features: int, train: bool, axis_name: str | None,
         train: use (and update) batch statistics instead of running averages (BatchNorm only).
         axis_name: pmap/shard_map axis over which BatchNorm averages batch statistics, or None.
         dtype: compute dtype; parameters and statistics stay float32.
+        name: the layer's module name (None: Flax's automatic one, e.g. "BatchNorm_0").
     """
     if norm == "none":
         return lambda x: x
     if norm == "batch":
         return nn.BatchNorm(use_running_average=not train, momentum=BATCH_NORM_MOMENTUM,
-                            axis_name=axis_name, dtype=dtype)
+                            axis_name=axis_name, dtype=dtype, name=name)
     if norm == "group":
-        return nn.GroupNorm(num_groups=math.gcd(GROUP_NORM_GROUPS, features), dtype=dtype)
+        return nn.GroupNorm(num_groups=math.gcd(GROUP_NORM_GROUPS, features), dtype=dtype, name=name)
     if norm == "layer":
-        return nn.LayerNorm(dtype=dtype)
+        return nn.LayerNorm(dtype=dtype, name=name)
     raise ValueError(f"model option norm={norm!r} is not valid; valid values: {', '.join(NORMS)}")
 
 

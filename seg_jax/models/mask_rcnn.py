@@ -11,7 +11,8 @@ Unlike the semantic models (``task = "detection"``), its ``__call__`` returns de
 ``[B, G, 4]``, classes int32 ``[B, G]``, masks uint8 ``[B, G, H, W]``, valid bool ``[B, G]``. Classes count the
 background: class 0 is background and ``num_classes`` is the dataset's, as for the semantic models.
 
-Pipeline: ResNet → FPN (P2.. for the RoI heads, plus P_top+1 for the RPN with ``rpn_extra_level``) → RPN over
+Pipeline: ResNet (`seg_jax.models.backbones`: the CPU-sized basic-block "resnet", or torchvision's "resnet50" /
+"resnet101") → FPN (P2.. for the RoI heads, plus P_top+1 for the RPN with ``rpn_extra_level``) → RPN over
 anchors → proposals (decode, clip, per-level top-k, per-level NMS to a fixed count with a validity mask, no
 gradient: the paper's approximate joint training) → RoIAlign from the FPN level of each box's size → box head and
 mask head. Training samples anchors and RoIs (`seg_jax.ops.rpn_targets`, `sample_rois`, `mask_targets`) and the
@@ -27,11 +28,12 @@ import jax
 import jax.numpy as jnp
 
 from seg_jax import losses, ops
+from seg_jax.models.backbones import create_backbone
+from seg_jax.models.backbones.resnet import STAGE_WIDTHS
 from seg_jax.models.detection_heads import BoxHead, MaskHead, RPNHead, paste_masks
 from seg_jax.models.factory import MODELS
 from seg_jax.models.fpn import FPN
 from seg_jax.models.layers import pad_to_multiple
-from seg_jax.models.resnet import ResNet
 
 Array = jax.Array
 RPN_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # delta coding of the RPN (torchvision, Detectron2)
@@ -113,7 +115,10 @@ class MaskRCNN(nn.Module):
 
     Attributes:
         num_classes: N, including background (class 0).
-        backbone_depths, backbone_widths: ResNet basic blocks and channels per stage; stage s feeds FPN level s + 2.
+        backbone_name: "resnet" (basic blocks, sized by backbone_depths / backbone_widths), "resnet50" or
+            "resnet101" (torchvision's bottleneck ResNets, which `model.pretrained` can load; use norm="batch").
+        backbone_depths, backbone_widths: "resnet"'s basic blocks and channels per stage (unused by the others);
+            stage s feeds FPN level s + 2.
         fpn_width: channels of every FPN level.
         rpn_extra_level: add P_{top+1} (stride-2 subsample of the top level) for the RPN only.
         anchor_sizes: per RPN level, anchor sizes (sqrt of area, pixels); one entry per RPN level.
@@ -133,10 +138,12 @@ class MaskRCNN(nn.Module):
         score_threshold, detection_nms_iou, max_detections: inference post-processing; K = max_detections.
         norm, norm_axis_name, dtype: the backbone's normalisation (`seg_jax.models.layers.NORMS`), BatchNorm's
             pmap axis, and the compute dtype (parameters, losses and outputs stay float32).
+        freeze_bn: the backbone's BatchNorm uses its running statistics, never updated (detectron2's FrozenBN).
     """
     task: ClassVar[str] = "detection"  # not a per-pixel semantic model: __call__ returns detections
 
     num_classes: int
+    backbone_name: str = "resnet"
     backbone_depths: Sequence[int] = (1, 1, 1, 1)
     backbone_widths: Sequence[int] = (16, 32, 64, 128)
     fpn_width: int = 32
@@ -163,11 +170,24 @@ class MaskRCNN(nn.Module):
     detection_nms_iou: float = 0.5
     max_detections: int = 32
     norm: str = "group"
+    freeze_bn: bool = False
     norm_axis_name: str | None = None
     dtype: Any = jnp.float32
 
+    def backbone_config(self) -> tuple[str, dict[str, Any]]:
+        """(name, options) of the backbone: `create_backbone(name, **options)`, `load_pretrained(path, name, ...)`."""
+        options = dict(norm=self.norm, freeze_bn=self.freeze_bn, norm_axis_name=self.norm_axis_name, dtype=self.dtype)
+        if self.backbone_name == "resnet":
+            options.update(depths=tuple(self.backbone_depths), widths=tuple(self.backbone_widths))
+        return self.backbone_name, options
+
+    @property
+    def num_levels(self) -> int:
+        """Backbone stages after the stem: they give C2.. and the FPN levels P2.."""
+        return len(self.backbone_widths) if self.backbone_name == "resnet" else len(STAGE_WIDTHS)
+
     def setup(self) -> None:
-        num_rpn_levels = len(self.backbone_widths) + int(self.rpn_extra_level)
+        num_rpn_levels = self.num_levels + int(self.rpn_extra_level)
         if len(self.anchor_sizes) != num_rpn_levels:
             raise ValueError(f"MaskRCNN: anchor_sizes has {len(self.anchor_sizes)} entries but the RPN has "
                              f"{num_rpn_levels} levels (one per backbone stage, plus one with rpn_extra_level)")
@@ -176,8 +196,8 @@ class MaskRCNN(nn.Module):
                              "sizes (the RPN head predicts a fixed number of anchors per cell)")
         if self.mask_size % 2:
             raise ValueError(f"MaskRCNN: mask_size={self.mask_size} must be even (RoIAlign pools mask_size / 2)")
-        self.backbone = ResNet(self.backbone_depths, self.backbone_widths, norm=self.norm,
-                               norm_axis_name=self.norm_axis_name, dtype=self.dtype)
+        backbone, options = self.backbone_config()
+        self.backbone = create_backbone(backbone, **options)
         self.fpn = FPN(self.fpn_width, extra_level=self.rpn_extra_level, dtype=self.dtype)
         self.rpn_head = RPNHead(len(self.anchor_sizes[0]) * len(self.aspect_ratios), dtype=self.dtype)
         self.box_head = BoxHead(self.num_classes, self.box_head_width, dtype=self.dtype)
@@ -186,9 +206,10 @@ class MaskRCNN(nn.Module):
     # ------------------------------------------------------------------------------------------ shared stages
     def _pyramid(self, images: Array, *, train: bool) -> tuple[list[Array], list[Array]]:
         """(RoI-head levels P2.., RPN levels) of images padded at the bottom/right to a multiple of the top stride."""
-        padded = pad_to_multiple(images, 2 ** (len(self.backbone_widths) + 1))
-        levels = self.fpn(self.backbone(padded, train=train))
-        return levels[:len(self.backbone_widths)], levels
+        padded = pad_to_multiple(images, 2 ** (self.num_levels + 1))
+        features = self.backbone(padded, train=train)
+        levels = self.fpn([features[f"C{level}"] for level in range(2, self.num_levels + 2)])
+        return levels[:self.num_levels], levels
 
     def _anchors(self, rpn_levels: Sequence[Array]) -> list:
         return ops.generate_anchors(feature_sizes=[level.shape[1:3] for level in rpn_levels],

@@ -18,6 +18,7 @@ from absl import logging
 from PIL import Image
 
 from seg_jax import data, evaluators as evals
+from seg_jax.models import backbones
 from seg_jax.train import steps, validate, workdir as wd
 from seg_jax.train.checkpoints import Checkpoints, NoCheckpointError
 from seg_jax.train.experiment import Experiment, build_experiment, with_schedule
@@ -67,8 +68,27 @@ def build_run(config: ml_collections.ConfigDict, *, training: bool = True, split
     validate.validate_with_dataset(config, dataset, evaluators, scalar_names=evals.scalar_names(evaluators),
                                    training=training)
     state = create_train_state(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx, seed=config.seed,
-                               image_shape=tuple(config.data.crop_size))
+                               image_shape=tuple(config.data.crop_size),
+                               **(pretrained_backbone(config, exp) if training else {}))
     return Run(dataset=dataset, exp=exp, evaluators=evaluators, state=state)
+
+
+def pretrained_backbone(config: ml_collections.ConfigDict, exp: Experiment) -> dict:
+    """`create_train_state`'s backbone arguments for `config.model.pretrained` (none when it is None). A resumed
+    run reads the file too, then restores its checkpoint over it; evaluation never reads it.
+
+    Raises:
+        validate.ConfigError: on `model.pretrained`: the file is missing, unreadable or does not fit the backbone.
+    """
+    path = config.model.get("pretrained", None)
+    if not path:
+        return {}
+    try:
+        loaded = backbones.load_pretrained(path, exp.backbone.name, **exp.backbone.options)
+    except (FileNotFoundError, ValueError) as e:
+        raise validate.ConfigError("model.pretrained", str(e)) from None
+    logging.info("backbone %s: %d tensors from %s", exp.backbone.name, len(jax.tree.leaves(loaded)), path)
+    return {"backbone_variables": loaded, "backbone_path": exp.backbone.path}
 
 
 def _resumed_schedule(exp: Experiment, config: ml_collections.ConfigDict, *, meta: dict,

@@ -1,6 +1,8 @@
 """Optimiser and learning-rate schedule from the config."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import ml_collections
 import optax
 
@@ -47,3 +49,10 @@ def make_optimizer(cfg: ml_collections.ConfigDict, schedule: optax.Schedule) -> 
         raise ValueError(f"unknown config.optimizer.name {cfg.name!r}; valid names: {', '.join(OPTIMIZERS)}")
     clip = cfg.get("grad_clip_norm", None)
     return optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
+
+
+def with_frozen(tx: optax.GradientTransformation,
+                labels: Callable[[Any], Any]) -> optax.GradientTransformation:
+    """`tx` for the parameters `labels(params)` marks "trained"; those marked "frozen" get zero updates (no
+    gradient step, momentum or weight decay), so they keep their values exactly."""
+    return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)

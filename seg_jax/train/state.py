@@ -10,6 +10,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from seg_jax.models import backbones
+
 
 class TrainState(train_state.TrainState):
     """flax's TrainState plus the `batch_stats` collection (empty dict for models without BatchNorm)."""
@@ -30,23 +32,32 @@ def create_train_state(
     tx: optax.GradientTransformation,
     seed: int,
     image_shape: tuple[int, int],
+    backbone_variables: dict | None = None,
+    backbone_path: tuple[str, ...] = ("backbone",),
 ) -> TrainState:
-    """Initialises parameters with `init_model` on a dummy `[1, h, w, 3]` batch.
+    """Initialises parameters with `init_model` on a dummy `[1, h, w, 3]` batch; with `backbone_variables`
+    (`seg_jax.models.backbones.load_pretrained`), the backbone's subtree at `backbone_path` of every collection is
+    replaced by them before the optimiser state is made.
 
     `init_model` and `apply_model` differ only in the BatchNorm axis name (None for init
     outside pmap, "batch" for the pmapped step); their parameter trees are the same.
+
+    Raises:
+        backbones.PretrainedWeightsError: `backbone_variables` differ from the model's backbone (names the first).
     """
     @jax.jit  # one compilation for init and optimiser state, not one per parameter
-    def create(rng):
+    def create(rng, backbone_variables):
         params_rng, dropout_rng = jax.random.split(rng)
         dummy = jnp.zeros((1, *image_shape, 3), jnp.float32)
         variables = init_model.init({"params": params_rng, "dropout": dropout_rng}, dummy, train=False)
+        if backbone_variables is not None:  # shapes are static: checked while tracing
+            variables = backbones.replace_backbone(variables, backbone_variables, path=backbone_path)
         return TrainState.create(apply_fn=apply_model.apply, params=variables["params"],
                                  batch_stats=variables.get("batch_stats", {}), tx=tx)
 
     # The "rbg" generator: XLA:CPU compiles threefry-based initialisers very slowly (30 s instead of
     # 4 s for a tiny U-Net). Parameters are deterministic per seed and backend.
-    return create(jax.random.key(seed, impl="rbg"))
+    return create(jax.random.key(seed, impl="rbg"), backbone_variables)
 
 
 def unreplicate_to_host(tree: Any) -> Any:

@@ -10,12 +10,15 @@ Two stages, both before the first file of a run:
 """
 from __future__ import annotations
 
+import importlib.util
+import pathlib
 import re
 from typing import Any, Sequence
 
 import ml_collections
+import numpy as np
 
-from seg_jax.data.config import DATASET_DEFAULTS
+from seg_jax.data.config import DATASET_DEFAULTS, NORMALIZATIONS
 
 
 class ConfigError(ValueError):
@@ -129,6 +132,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, proc
         _number(config, "optimizer.learning_rate", minimum=0, integer=False)
         _one_of(config, "schedule.name", optim.SCHEDULES)
         _number(config, "schedule.warmup_steps", minimum=0)
+    _validate_pretrained_fields(config)
     if config.model.name not in models.MODELS:
         raise ConfigError("model.name", f"unknown model {config.model.name!r}; valid names: "
                                         f"{', '.join(models.MODELS.names())}")
@@ -174,6 +178,69 @@ def _validate_builds(config: ml_collections.ConfigDict, *, task: str) -> None:
     except (KeyError, ValueError, TypeError) as e:
         message = str(e.args[0]) if e.args else str(e)
         raise ConfigError(field_of(message, default=f"task ({task})"), message) from None
+    _validate_backbone(config, exp.backbone)
+
+
+def _validate_pretrained_fields(config: ml_collections.ConfigDict) -> None:
+    """Types and ranges of model.pretrained, pretrained_normalization, freeze_bn, freeze_stages (absent = default)."""
+    path = _get(config, "model.pretrained")
+    if path is not None and not (isinstance(path, str) and path):
+        raise ConfigError("model.pretrained", f"must be None or the path of a weights file, got {path!r}")
+    normalization = _get(config, "model.pretrained_normalization")
+    if normalization is not None and normalization not in NORMALIZATIONS:
+        raise ConfigError("model.pretrained_normalization", f"{normalization!r} is not one of None, "
+                                                            f"{', '.join(map(repr, NORMALIZATIONS))}")
+    if not isinstance(_get(config, "model.freeze_bn") or False, bool):
+        raise ConfigError("model.freeze_bn", f"must be True or False, got {_get(config, 'model.freeze_bn')!r}")
+    if _get(config, "model.freeze_stages") is not None:
+        _number(config, "model.freeze_stages", minimum=0)
+
+
+def _validate_backbone(config: ml_collections.ConfigDict, site: Any) -> None:
+    """What model.pretrained / freeze_bn / freeze_stages need of the model's backbone (`site`, None without one),
+    of the weights file (exists, a readable kind) and of data.mean / data.std (`pretrained_normalization`)."""
+    from seg_jax.models.backbones import weights_file
+    path = config.model.get("pretrained", None)
+    freeze_stages, freeze_bn = config.model.get("freeze_stages", 0) or 0, config.model.get("freeze_bn", False)
+    used = [f for f, on in (("model.pretrained", path), ("model.freeze_bn", freeze_bn),
+                            ("model.freeze_stages", freeze_stages)) if on]
+    if not used:
+        return
+    if site is None:  # (freeze_bn / freeze_stages already fail to build)
+        from seg_jax.train.experiment import no_backbone_message
+        raise ConfigError(used[0], no_backbone_message(config, used[0]))
+    module = site.module()
+    if freeze_stages > module.num_stages:
+        raise ConfigError("model.freeze_stages", f"{freeze_stages} exceeds the {module.num_stages} stages of backbone "
+                                                 f"{site.name!r} (0 freezes nothing)")
+    if freeze_bn and site.options.get("norm") != "batch":
+        raise ConfigError("model.freeze_bn", f"the backbone has no BatchNorm to freeze (model.norm="
+                                             f"{site.options.get('norm')!r})")
+    if not path:
+        return
+    suffix = pathlib.Path(path).suffix.lower()
+    if suffix not in weights_file.SUFFIXES:
+        raise ConfigError("model.pretrained", f"{path!r} has suffix {suffix!r}; readable: "
+                                              f"{', '.join(weights_file.SUFFIXES)}")
+    if suffix in (".pth", ".pt") and importlib.util.find_spec("torch") is None:
+        raise ConfigError("model.pretrained", f"reading {path!r} needs torch, which is not installed; convert it to "
+                                              ".safetensors where torch is")
+    if not pathlib.Path(path).is_file():
+        raise ConfigError("model.pretrained", f"no file {path!r}")
+    if not hasattr(module, "torch_layout"):
+        raise ConfigError("model.pretrained", f"backbone {site.name!r} has no pretrained weights (vgg16, resnet50 "
+                                              "and resnet101 have)")
+    try:
+        module.torch_layout()
+    except ValueError as e:
+        raise ConfigError("model.pretrained", str(e)) from None
+    normalization = config.model.get("pretrained_normalization", "imagenet")
+    if normalization is not None:
+        for field, want in zip(("data.mean", "data.std"), NORMALIZATIONS[normalization]):
+            if not np.allclose(_get(config, field), want):
+                raise ConfigError(field, f"{tuple(_get(config, field))} differs from the {normalization!r} "
+                                         f"normalisation the pretrained weights expect ({want}); set {field}="
+                                         f"{want}, or model.pretrained_normalization to the weights' own")
 
 
 def resolve_dataset(config: ml_collections.ConfigDict):

@@ -22,6 +22,11 @@ MODEL_FIELDS = ("model.", "task", "crf_layer.", "data.name", "data.variant", "da
                 "data.targets", "data.border_width", "data.ignore_index", "data.folder.num_classes",
                 "data.folder.class_names")
 
+# Fields added to every config after runs were saved, with the value that changes nothing: a saved config without
+# one compares as if it had that value, so older runs resume and evaluate as before.
+ADDED_DEFAULTS = {"model.pretrained": None, "model.pretrained_normalization": "imagenet", "model.freeze_bn": False,
+                  "model.freeze_stages": 0}
+
 
 class FinishedRunError(RuntimeError):
     """The workdir already holds a finished run; retraining would overwrite its results."""
@@ -73,7 +78,8 @@ def saved_flat_config(workdir: pathlib.Path) -> dict | None:
 
 
 def _differences(old: dict, new: dict) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return sorted(k for k in set(old) | set(new)
+                  if old.get(k, ADDED_DEFAULTS.get(k)) != new.get(k, ADDED_DEFAULTS.get(k)))
 
 
 def _describe(keys: list[str], old: dict, new: dict) -> str:
