@@ -268,3 +268,15 @@ def test_instance_config_writes_16_bit_instances_and_coco_json(trained, tmp_path
         np.testing.assert_array_equal(mask_utils.decode(annotation["segmentation"]), instances == k)
         assert 0 <= annotation["score"] <= 1 and annotation["area"] == np.sum(instances == k)
         assert np.all(labels[instances == k] == annotation["category_id"])  # per-class instances: one class each
+
+
+def test_every_shipped_config_has_a_valid_predict_section():
+    import importlib
+    from seg_jax.train.experiment import build_experiment
+    for path in sorted((ROOT / "experiments").glob("*.py")):
+        module = importlib.import_module(f"experiments.{path.stem}")
+        for arg in getattr(module, "ARGS", ()):
+            config = module.get_config(arg)
+            exp = build_experiment(config, num_classes=len(data.class_names(config.data)))
+            predictor_lib.check_options(config.predict, multiple=tiling.input_multiple(exp.init_model),
+                                        model=config.model.name)
