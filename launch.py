@@ -1,8 +1,9 @@
-"""Trains or evaluates an experiment; all logic lives in `seg_jax.train`.
+"""Trains, evaluates or predicts with an experiment; all logic lives in `seg_jax.train` and `seg_jax.predict`.
 
     python launch.py                                      # default experiment: U-Net on `shapes`
     python launch.py --config=experiments/fcn.py:fcn8s --workdir=runs/fcn8s --config.train.steps=2000
     python launch.py --workdir=runs/fcn8s --mode=eval       # with the run's own config.json
+    python launch.py --workdir=runs/fcn8s --mode=predict --input=photos/ --output=runs/fcn8s/predicted
     python launch.py --config=experiments/nuclei.py:ce_cc --mode=check_data  # scan the data, train nothing
     python launch.py --study=experiments/studies/imbalance.py --workdir=runs/studies/imbalance  # arms x seeds
 """
@@ -17,10 +18,14 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/default.py", "Experiment config file[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config.name>).")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "check_data"],
-                          "train (resumes automatically), eval, or check_data (scan the configured splits).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "check_data"],
+                          "train (resumes automatically), eval, predict (--input images), or check_data (scan the "
+                          "configured splits).")
 _SPLIT = flags.DEFINE_string("split", None, "eval mode: split every evaluator runs on (default: each one's own).")
-_WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "eval mode: which checkpoint.")
+_WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "eval and predict: which checkpoint.")
+_INPUT = flags.DEFINE_string("input", None, "predict: a folder of images, one image, or a glob.")
+_OUTPUT = flags.DEFINE_string("output", None, "predict: folder the outputs are written to.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "predict: replace existing outputs.")
 _STUDY = flags.DEFINE_string("study", None, "Study file[:arg]: run every arm x seed, then tabulate (--config unused).")
 _STUDY_PARALLEL = flags.DEFINE_integer("study_parallel", 1, "study: runs at once (subprocesses).")
 _STUDY_ONLY = flags.DEFINE_list("study_only", None, "study: only these arms.")
@@ -39,12 +44,13 @@ def main(argv):
     if _STUDY.value:
         return _study(_STUDY.value)
     from seg_jax import train  # after flag parsing, so --help stays fast
+    from seg_jax.predict import PredictError
     try:
         return _run(train)
     except train.ConfigError as e:  # one line, exit status 2: nothing was written
         print(f"error: {e.field}: {e.message}", file=sys.stderr)
         return 2
-    except train.RUN_ERRORS as e:
+    except (*train.RUN_ERRORS, PredictError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
@@ -62,13 +68,19 @@ def _run(train) -> int:
         return 0
     if not flags.FLAGS["config"].present:  # the run's own config, with any --config.<field> overrides
         config = _saved_config(pathlib.Path(workdir))
+    if _MODE.value == "predict":
+        from seg_jax import predict
+        report = predict.predict_folder(config, workdir, inputs=_INPUT.value, output=_OUTPUT.value,
+                                        overwrite=_OVERWRITE.value, which=_WHICH.value)
+        return 1 if report.failed else 0
     train.evaluate(config, workdir, split=_SPLIT.value, which=_WHICH.value)
     return 0
 
 
 def _saved_config(workdir: pathlib.Path):
     from seg_jax.train import workdir as wd
-    config = wd.read_config(workdir)
+    from seg_jax.predict.config import with_defaults
+    config = with_defaults(wd.read_config(workdir))  # a run saved before the `predict` section has its defaults
     overrides = config_flags.get_override_values(flags.FLAGS["config"])
     if overrides:
         config.update_from_flattened_dict(overrides)

@@ -10,6 +10,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from seg_jax.data.config import base_config as data_config
+from seg_jax.predict.config import base_config as predict_config
 
 
 def split_arg(arg: str | None, *, variants, default: str, what: str) -> tuple[str, bool]:
@@ -50,7 +51,8 @@ def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
     """Every section an experiment has, at the defaults of the CPU-sized runs on the built-in data.
 
     Sections: seed, data (`seg_jax.data.config.base_config`), model, task (None = the model's), loss,
-    class_weights, optimizer, schedule, train, evals (named evaluators, `seg_jax.evaluators`), crf_layer.
+    class_weights, optimizer, schedule, train, evals (named evaluators, `seg_jax.evaluators`), crf_layer,
+    predict (`seg_jax.predict.config`).
     """
     config = ml_collections.ConfigDict()
     config.name = "experiment"
@@ -85,6 +87,8 @@ def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
         "enabled": False, "iterations": 5, "gaussian_sxy": 3.0, "bilateral_sxy": 80.0, "bilateral_srgb": 13.0,
         "gaussian_compat_init": 3.0, "bilateral_compat_init": 10.0, "method": "grid",
         "downsample": config_dict.placeholder(int), "modes": 16})
+    # --mode=predict: tiles, blending and outputs (`seg_jax.predict.config` documents every key).
+    config.predict = predict_config()
     return config
 
 

@@ -59,12 +59,9 @@ class InstancesEvaluator(Evaluator):
         self._images: list[np.ndarray] = []
 
     def _instances(self, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        options = dict(self.options["options"])
-        if self.options["per_class"]:
-            pred, class_of = postprocess.instances_per_class(probabilities, **options)
-            return pred, postprocess.instance_scores(probabilities, pred, class_of_instance=class_of)
-        pred = postprocess.instances_from_semantic(probabilities, **options)
-        return pred, postprocess.instance_scores(probabilities, pred)
+        pred, scores, _ = postprocess.instances_with_scores(probabilities, per_class=self.options["per_class"],
+                                                            **self.options["options"])
+        return pred, scores
 
     def process(self, outputs, batch) -> None:
         probabilities = to_host(outputs)["probabilities"]

@@ -234,3 +234,27 @@ def instance_scores(
     if count == 0:
         return np.zeros((0,), np.float32)
     return np.asarray(ndimage.mean(per_pixel, instances, np.arange(1, count + 1)), np.float32)
+
+
+def instances_with_scores(
+    probabilities: np.ndarray, *, per_class: bool = False, **options: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Instances of one image as `config.evals.<name>` of type "instances" makes them (evaluation and prediction).
+
+    Args:
+      probabilities: float `[H, W, N]` softmax probabilities.
+      per_class: `instances_per_class` (every object class of a multi-class model), else one foreground
+        (`instances_from_semantic`).
+      **options: the options of `instances_from_semantic`.
+
+    Returns:
+      `(instances, scores, class_of_instance)`: int32 `[H, W]` ids 0..K, float32 `[K]` (`instance_scores`), and int32
+      `[K + 1]` the class of each id (0 for the background; 1 for every instance when not `per_class`).
+    """
+    if per_class:
+        instances, class_of = instances_per_class(probabilities, **options)
+        return instances, instance_scores(probabilities, instances, class_of_instance=class_of), class_of
+    instances = instances_from_semantic(probabilities, **options)
+    count = int(instances.max(initial=0))
+    class_of = np.concatenate([[0], np.ones(count, np.int32)]).astype(np.int32)
+    return instances, instance_scores(probabilities, instances), class_of

@@ -9,12 +9,12 @@ import ml_collections
 from absl import logging
 
 # Keys that may change when a run is resumed: they do not change what is trained (evaluation, logging, pictures,
-# checkpoint cadence, where data is read from). `train.steps` extends a run on its recorded LR schedule
+# checkpoint cadence, where data is read from, prediction settings). `train.steps` extends a run on its recorded LR schedule
 # unless `train.schedule_steps` re-plans it. Each change is logged, old → new.
 RESUMABLE_CHANGES = ("name", "train.steps", "train.schedule_steps", "train.log_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.best_metric", "train.best_mode", "data.num_workers",
                      "data.prefetch", "data.data_dir", "data.eval_split", "data.eval_size")
-RESUMABLE_PREFIXES = ("evals.",)
+RESUMABLE_PREFIXES = ("evals.", "predict.")
 
 # Keys that change what a trained model computes, or what its outputs are compared with: `--mode=eval` refuses a
 # config that differs from the run's saved one in any of them (prefixes end with a dot).
