@@ -83,6 +83,8 @@ def test_fixed_sizes_are_checked_by_the_loader(semantic_run, tmp_path):
         with pytest.raises(export.ExportError, match=message):
             export.export_run(workdir, tmp_path / "bad", **bad)
     assert not (tmp_path / "bad").exists()
+    with pytest.raises(export.ExportError, match="bad/model.jaxexport is missing"):
+        export.load_exported(tmp_path / "bad")
 
 
 def test_a_model_without_symbolic_shapes_falls_back_to_the_tile_size():

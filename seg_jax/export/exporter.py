@@ -125,10 +125,10 @@ def metadata(predictor: Predictor, exported: jax_export.Exported, *, model: str,
         "model": model,
         "class_names": list(predictor.class_names),
         "input": {"dtype": "uint8", "shape": shape, "layout": "NHWC, RGB, 0..255",
-                  "any_size": [not isinstance(d, int) for d in shape],
                   "multiple": predictor.align,
-                  "multiple_means": "pixels; the model pads H and W to a multiple of it inside and crops back, so "
-                                    "any size works; tiles of a multiple meet the pooling grid of the whole image"},
+                  "note": "a named dimension takes any size, a number only that one; the model pads H and W to a "
+                          "multiple of `multiple` pixels inside and crops its outputs back, so tiles whose sides "
+                          "are multiples of it meet the pooling grid of the whole image"},
         "normalization": {"mean": list(predictor.mean), "std": list(predictor.std),
                           "applied": "inside the exported function: (image - mean) / std, in 0..255 units"},
         "outputs": outputs,
