@@ -1,9 +1,11 @@
-"""Trains, evaluates or predicts with an experiment; all logic lives in `seg_jax.train` and `seg_jax.predict`.
+"""Trains, evaluates, predicts with or exports an experiment; all logic lives in `seg_jax.train`, `seg_jax.predict`
+and `seg_jax.export`.
 
     python launch.py                                      # default experiment: U-Net on `shapes`
     python launch.py --config=experiments/fcn.py:fcn8s --workdir=runs/fcn8s --config.train.steps=2000
     python launch.py --workdir=runs/fcn8s --mode=eval       # with the run's own config.json
     python launch.py --workdir=runs/fcn8s --mode=predict --input=photos/ --output=runs/fcn8s/predicted
+    python launch.py --workdir=runs/fcn8s --mode=export --output=runs/fcn8s/exported  # jax.export, no model code
     python launch.py --config=experiments/nuclei.py:ce_cc --mode=check_data  # scan the data, train nothing
     python launch.py --study=experiments/studies/imbalance.py --workdir=runs/studies/imbalance  # arms x seeds
 """
@@ -18,14 +20,14 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/default.py", "Experiment config file[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config.name>).")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "check_data"],
-                          "train (resumes automatically), eval, predict (--input images), or check_data (scan the "
-                          "configured splits).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "export", "check_data"],
+                          "train (resumes automatically), eval, predict (--input images), export (jax.export to "
+                          "--output), or check_data (scan the configured splits).")
 _SPLIT = flags.DEFINE_string("split", None, "eval mode: split every evaluator runs on (default: each one's own).")
-_WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "eval and predict: which checkpoint.")
+_WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "eval, predict, export: which checkpoint.")
 _INPUT = flags.DEFINE_string("input", None, "predict: a folder of images, one image, or a glob.")
-_OUTPUT = flags.DEFINE_string("output", None, "predict: folder the outputs are written to.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "predict: replace existing outputs.")
+_OUTPUT = flags.DEFINE_string("output", None, "predict, export: folder the outputs are written to.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "predict, export: replace existing outputs.")
 _STUDY = flags.DEFINE_string("study", None, "Study file[:arg]: run every arm x seed, then tabulate (--config unused).")
 _STUDY_PARALLEL = flags.DEFINE_integer("study_parallel", 1, "study: runs at once (subprocesses).")
 _STUDY_ONLY = flags.DEFINE_list("study_only", None, "study: only these arms.")
@@ -44,13 +46,14 @@ def main(argv):
     if _STUDY.value:
         return _study(_STUDY.value)
     from seg_jax import train  # after flag parsing, so --help stays fast
+    from seg_jax.export import ExportError
     from seg_jax.predict import PredictError
     try:
         return _run(train)
     except train.ConfigError as e:  # one line, exit status 2: nothing was written
         print(f"error: {e.field}: {e.message}", file=sys.stderr)
         return 2
-    except (*train.RUN_ERRORS, PredictError) as e:
+    except (*train.RUN_ERRORS, PredictError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
@@ -73,6 +76,10 @@ def _run(train) -> int:
         report = predict.predict_folder(config, workdir, inputs=_INPUT.value, output=_OUTPUT.value,
                                         overwrite=_OVERWRITE.value, which=_WHICH.value)
         return 1 if report.failed else 0
+    if _MODE.value == "export":
+        from seg_jax import export
+        export.export_run(workdir, _OUTPUT.value, config=config, which=_WHICH.value, overwrite=_OVERWRITE.value)
+        return 0
     train.evaluate(config, workdir, split=_SPLIT.value, which=_WHICH.value)
     return 0
 

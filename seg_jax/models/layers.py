@@ -139,5 +139,7 @@ def pad_to_multiple(x: jax.Array, multiple: int) -> jax.Array:
     top-left alignment of the kept pixels is unchanged.
     """
     _, height, width, _ = x.shape
-    pad_h, pad_w = -height % multiple, -width % multiple
+    # ceil(side / multiple) * multiple - side, not -side % multiple: the same for integers, and for a symbolic side
+    # (`jax.export` with any H, W) the padded side is then `multiple * k`, which shape checks downstream can halve
+    pad_h, pad_w = (-(-side // multiple) * multiple - side for side in (height, width))
     return jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
