@@ -131,7 +131,8 @@ def test_command_refuses_to_overwrite_and_the_loader_imports_no_model_code(seman
     done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == str(["seg_jax", "seg_jax.export", "seg_jax.export.loader"])
+    imported = ["seg_jax", "seg_jax.export", "seg_jax.export.loader", "seg_jax.lazy"]
+    assert done.stdout.strip().splitlines()[-1] == str(imported)
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"),
                                _original(predict.load_predictor(None, workdir), images), atol=1e-5, rtol=0)
 

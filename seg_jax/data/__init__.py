@@ -16,8 +16,7 @@ builds configs without loading TFDS or grain.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from seg_jax.lazy import exports
 
 _PUBLIC = {
     "DATASETS": "seg_jax.data.catalog",
@@ -38,16 +37,4 @@ _PUBLIC = {
     "instances_to_targets": "seg_jax.data.pipeline.detection_targets",
 }
 
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'seg_jax.data' has no attribute {name!r}; public names: {', '.join(__all__)}")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__, __all__ = exports(__name__, _PUBLIC)

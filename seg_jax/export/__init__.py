@@ -11,8 +11,7 @@ Public names are imported on first use (PEP 562), so `seg_jax.export.loader` imp
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from seg_jax.lazy import exports
 
 _PUBLIC = {
     "ExportError": "seg_jax.export.loader",
@@ -22,17 +21,4 @@ _PUBLIC = {
     "export_run": "seg_jax.export.exporter",
 }
 
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'seg_jax.export' has no attribute {name!r}; public names: "
-                             f"{', '.join(__all__)}")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__, __all__ = exports(__name__, _PUBLIC)

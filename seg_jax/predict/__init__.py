@@ -12,8 +12,7 @@ Public names are imported on first use (PEP 562), so experiment configs import `
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from seg_jax.lazy import exports
 
 _PUBLIC = {
     "PredictError": "seg_jax.predict.folder",
@@ -28,17 +27,4 @@ _PUBLIC = {
     "run_config": "seg_jax.predict.predictor",
 }
 
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'seg_jax.predict' has no attribute {name!r}; public names: "
-                             f"{', '.join(__all__)}")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__, __all__ = exports(__name__, _PUBLIC)
