@@ -1,7 +1,9 @@
 """Name → factory registries, so configs can pick models, losses and datasets by name."""
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import dataclasses
+import functools
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -46,3 +48,16 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+
+# Fields every flax Module has that are not options of a registered model or backbone.
+MODULE_INTERNALS = frozenset({"parent", "name"})
+
+
+def module_options(factory: Any) -> list[str]:
+    """The keyword options of a registered dataclass (a flax Module class, or a `functools.partial` of one that fixes
+    some): its fields but `MODULE_INTERNALS` and those the partial fixes, sorted."""
+    fixed: dict[str, Any] = {}
+    if isinstance(factory, functools.partial):
+        factory, fixed = factory.func, factory.keywords
+    return sorted({field.name for field in dataclasses.fields(factory)} - MODULE_INTERNALS - set(fixed))

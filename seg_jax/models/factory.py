@@ -1,29 +1,18 @@
 """The model registry and `create_model`, which builds a registered model from config options."""
 from __future__ import annotations
 
-import dataclasses
-import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 
-from seg_jax.registry import Registry
+from seg_jax.registry import Registry, module_options
 
 # name → a Module class, or a functools.partial of one that fixes the options the name implies.
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
-# Fields every flax Module has that are not model options.
-_MODULE_INTERNALS = frozenset({"parent", "name"})
-
-
 def model_options(name: str) -> list[str]:
     """The keyword options `create_model(name, ...)` accepts, sorted (including `num_classes`)."""
-    factory = MODELS.get(name)
-    fixed: dict[str, Any] = {}
-    if isinstance(factory, functools.partial):
-        factory, fixed = factory.func, factory.keywords
-    fields = {field.name for field in dataclasses.fields(factory)}
-    return sorted(fields - _MODULE_INTERNALS - set(fixed))
+    return module_options(MODELS.get(name))
 
 
 def create_model(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:

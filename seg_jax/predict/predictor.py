@@ -14,7 +14,7 @@ from scipy import special
 from seg_jax import data, postprocess
 from seg_jax.predict import config as predict_config, detections as dets, tiling
 from seg_jax.train import validate, workdir as wd
-from seg_jax.train.checkpoints import Checkpoints, NoCheckpointError
+from seg_jax.train.checkpoints import open_for_reading
 from seg_jax.train.experiment import build_experiment
 from seg_jax.train.state import create_train_state
 from seg_jax.train.validate import ConfigError
@@ -165,13 +165,8 @@ def load_predictor(config: ml_collections.ConfigDict | None, workdir: str | path
     workdir = pathlib.Path(workdir)
     config = run_config(config, workdir)
     exp, class_names, align = _built(config)
-    ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints, best_metric=config.train.best_metric,
-                        best_mode=config.train.best_mode, create=False)
+    ckpts = open_for_reading(workdir, config, which=which, purpose="predict with")
     try:
-        if not ckpts.steps(which):
-            folder = workdir / ("checkpoints" if which == "latest" else "best")
-            raise NoCheckpointError(f"{workdir} has no {which} checkpoint to predict with ({folder} is missing or "
-                                    "empty); train it first")
         state, _, step = ckpts.restore_readable(_initial_state(exp, config), which=which)
     finally:
         ckpts.close()

@@ -158,3 +158,17 @@ class Checkpoints:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
+
+
+def open_for_reading(workdir: str | pathlib.Path, config: Any, *, which: str, purpose: str) -> Checkpoints:
+    """The checkpoints of an existing run (nothing is created), after checking that it has a `which` checkpoint;
+    the caller restores and closes. `purpose` completes the error: "evaluate", "predict with", "export"."""
+    workdir = pathlib.Path(workdir)
+    ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints, best_metric=config.train.best_metric,
+                        best_mode=config.train.best_mode, create=False)
+    if not ckpts.steps(which):
+        ckpts.close()
+        folder = workdir / ("checkpoints" if which == "latest" else "best")
+        raise NoCheckpointError(f"{workdir} has no {which} checkpoint to {purpose} ({folder} is missing or empty); "
+                                "train it first")
+    return ckpts

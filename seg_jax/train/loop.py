@@ -20,7 +20,7 @@ from PIL import Image
 from seg_jax import data, evaluators as evals
 from seg_jax.models import backbones
 from seg_jax.train import steps, validate, workdir as wd
-from seg_jax.train.checkpoints import Checkpoints, NoCheckpointError
+from seg_jax.train.checkpoints import Checkpoints, open_for_reading
 from seg_jax.train.experiment import Experiment, build_experiment, with_schedule
 from seg_jax.train.state import TrainState, create_train_state, unreplicate_to_host
 from seg_jax.train.writers import MetricWriter
@@ -306,13 +306,8 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Pa
         config = wd.read_config(workdir)
     else:
         wd.check_eval_config(config, workdir)
-    ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints, best_metric=config.train.best_metric,
-                        best_mode=config.train.best_mode, create=False)
+    ckpts = open_for_reading(workdir, config, which=which, purpose="evaluate")
     try:
-        if not ckpts.steps(which):
-            folder = workdir / ("checkpoints" if which == "latest" else "best")
-            raise NoCheckpointError(f"{workdir} has no {which} checkpoint to evaluate ({folder} is missing or "
-                                    "empty); train it first")
         run = build_run(config, training=False, split=split)
         state, _, step = ckpts.restore_readable(run.state, which=which)
     finally:

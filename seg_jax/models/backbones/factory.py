@@ -1,7 +1,6 @@
 """The backbone registry and `create_backbone`."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -10,7 +9,7 @@ import flax.linen as nn
 from seg_jax.models.backbones.basic_resnet import ResNet
 from seg_jax.models.backbones.resnet import DEPTHS, BottleneckResNet
 from seg_jax.models.backbones.vgg import VGG16
-from seg_jax.registry import Registry
+from seg_jax.registry import Registry, module_options
 
 # name → a Module class, or a functools.partial of one that fixes the options the name implies.
 BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone")
@@ -19,16 +18,9 @@ BACKBONES.register("resnet")(ResNet)  # basic blocks, any depths and widths; no 
 for _name, _depths in DEPTHS.items():
     BACKBONES.register(_name)(functools.partial(BottleneckResNet, depths=_depths))
 
-_MODULE_INTERNALS = frozenset({"parent", "name"})
-
-
 def backbone_options(name: str) -> list[str]:
     """The keyword options `create_backbone(name, ...)` accepts, sorted."""
-    factory = BACKBONES.get(name)
-    fixed: dict[str, Any] = {}
-    if isinstance(factory, functools.partial):
-        factory, fixed = factory.func, factory.keywords
-    return sorted({field.name for field in dataclasses.fields(factory)} - _MODULE_INTERNALS - set(fixed))
+    return module_options(BACKBONES.get(name))
 
 
 def create_backbone(name: str, /, **options: Any) -> nn.Module:
