@@ -23,7 +23,7 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "tune", 
                           "train (resumes automatically), eval, predict (--input images), tune (post-processing, "
                           "config.tune), or check_data (scan the configured splits).")
 _SPLIT = flags.DEFINE_string("split", None, "eval mode: split every evaluator runs on (default: each one's own).")
-_WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "eval and predict: which checkpoint.")
+_WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "eval, predict, tune: which checkpoint.")
 _INPUT = flags.DEFINE_string("input", None, "predict: a folder of images, one image, or a glob.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict: folder the outputs are written to.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "predict, tune: replace existing outputs.")

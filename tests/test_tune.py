@@ -1,18 +1,23 @@
 """`--mode=tune` (issue 12 section 3): the post-processing searched on validation from outputs computed once,
 written beside the checkpoint, and applied by eval and predict unless told otherwise."""
+import importlib
 import json
 import os
 import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from seg_jax import evaluators as evals, predict, train, tune
+from seg_jax import data, evaluators as evals, postprocess, predict, train, tune
 from seg_jax.train import loop, steps
 from seg_jax.tune import search, target as tgt
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+CASES = [(p.stem, arg) for p in sorted((ROOT / "experiments").glob("*.py"))
+         if hasattr(importlib.import_module(f"experiments.{p.stem}"), "get_config")
+         for arg in importlib.import_module(f"experiments.{p.stem}").ARGS]
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +169,29 @@ def test_launch_tune_reports_a_bad_metric_in_one_line(trained):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1].startswith("error: tune.metric: 'val_crf/miou' is not a scalar")
+
+
+@pytest.mark.parametrize("name,arg", CASES, ids=[f"{n}:{a}" for n, a in CASES])
+def test_every_shipped_config_has_a_valid_tune_section(name, arg):
+    """The `tune` defaults resolve for every config with a crf / instances entry, and every value of the default
+    space builds that entry's evaluator."""
+    from seg_jax.train.experiment import build_experiment
+    config = importlib.import_module(f"experiments.{name}").get_config(arg)
+    class_names = data.class_names(config.data)
+    exp = build_experiment(config, num_classes=len(class_names))
+    built = evals.build_evaluators(config, task=exp.task, class_names=class_names)
+    if not any(e.get("type") in tgt.KINDS for e in (config.get("evals") or {}).values()):
+        with pytest.raises(train.ConfigError, match="no entry of type 'crf' or 'instances'"):
+            tgt.resolve(config, built)
+        return
+    found = tgt.resolve(config, built)
+    assert found.metric in evals.scalar_names(built) and found.split != "test"
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(len(class_names)), (12, 12)).astype(np.float32)
+    for option, values in found.space.items():
+        for value in values:
+            entry = tgt.with_options(found.entry_config, {option: value}, kind=found.kind)
+            ev = evals.EVALUATORS.get(found.kind)(found.entry, entry, task=exp.task, class_names=class_names,
+                                                  data_cfg=config.data)
+            if found.kind == "instances":  # every value is one the post-processing takes
+                postprocess.instances_with_scores(probabilities, per_class=ev.options["per_class"],
+                                                  **ev.options["options"])
