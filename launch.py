@@ -5,6 +5,7 @@ and `seg_jax.export`.
     python launch.py --config=experiments/fcn.py:fcn8s --workdir=runs/fcn8s --config.train.steps=2000
     python launch.py --workdir=runs/fcn8s --mode=eval       # with the run's own config.json
     python launch.py --workdir=runs/fcn8s --mode=predict --input=photos/ --output=runs/fcn8s/predicted
+    python launch.py --workdir=runs/default_crf --mode=tune  # search the CRF on validation; eval/predict use it
     python launch.py --workdir=runs/fcn8s --mode=export --output=runs/fcn8s/exported  # jax.export, no model code
     python launch.py --config=experiments/nuclei.py:ce_cc --mode=check_data  # scan the data, train nothing
     python launch.py --study=experiments/studies/imbalance.py --workdir=runs/studies/imbalance  # arms x seeds
@@ -20,14 +21,16 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/default.py", "Experiment config file[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config.name>).")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "export", "check_data"],
-                          "train (resumes automatically), eval, predict (--input images), export (jax.export to "
-                          "--output), or check_data (scan the configured splits).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "tune", "export", "check_data"],
+                          "train (resumes automatically), eval, predict (--input images), tune (post-processing, "
+                          "config.tune), export (jax.export to --output), or check_data (scan the configured splits).")
 _SPLIT = flags.DEFINE_string("split", None, "eval mode: split every evaluator runs on (default: each one's own).")
-_WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "eval, predict, export: which checkpoint.")
+_WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"],
+                           "eval, predict, tune, export: which checkpoint.")
 _INPUT = flags.DEFINE_string("input", None, "predict: a folder of images, one image, or a glob.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict, export: folder the outputs are written to.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "predict, export: replace existing outputs.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "predict, tune, export: replace existing outputs.")
+_NO_TUNED = flags.DEFINE_bool("no_tuned", False, "eval, predict: the config's post-processing, not <workdir>/tuned's.")
 _STUDY = flags.DEFINE_string("study", None, "Study file[:arg]: run every arm x seed, then tabulate (--config unused).")
 _STUDY_PARALLEL = flags.DEFINE_integer("study_parallel", 1, "study: runs at once (subprocesses).")
 _STUDY_ONLY = flags.DEFINE_list("study_only", None, "study: only these arms.")
@@ -74,20 +77,27 @@ def _run(train) -> int:
     if _MODE.value == "predict":
         from seg_jax import predict
         report = predict.predict_folder(config, workdir, inputs=_INPUT.value, output=_OUTPUT.value,
-                                        overwrite=_OVERWRITE.value, which=_WHICH.value)
+                                        overwrite=_OVERWRITE.value, which=_WHICH.value,
+                                        use_tuned=not _NO_TUNED.value)
         return 1 if report.failed else 0
+    if _MODE.value == "tune":
+        from seg_jax import tune
+        tune.tune(config, workdir, which=_WHICH.value, overwrite=_OVERWRITE.value)
+        return 0
     if _MODE.value == "export":
         from seg_jax import export
         export.export_run(workdir, _OUTPUT.value, config=config, which=_WHICH.value, overwrite=_OVERWRITE.value)
         return 0
-    train.evaluate(config, workdir, split=_SPLIT.value, which=_WHICH.value)
+    train.evaluate(config, workdir, split=_SPLIT.value, which=_WHICH.value, use_tuned=not _NO_TUNED.value)
     return 0
 
 
 def _saved_config(workdir: pathlib.Path):
     from seg_jax.train import workdir as wd
     from seg_jax.predict.config import with_defaults
-    config = with_defaults(wd.read_config(workdir))  # a run saved before the `predict` section has its defaults
+    from seg_jax.tune import config as tune_config
+    # a run saved before the `predict` or `tune` section has their defaults
+    config = tune_config.with_defaults(with_defaults(wd.read_config(workdir)))
     overrides = config_flags.get_override_values(flags.FLAGS["config"])
     if overrides:
         config.update_from_flattened_dict(overrides)

@@ -11,6 +11,7 @@ from ml_collections import config_dict
 
 from seg_jax.data.config import base_config as data_config
 from seg_jax.predict.config import base_config as predict_config
+from seg_jax.tune.config import base_config as tune_config
 
 
 def split_arg(arg: str | None, *, variants, default: str, what: str) -> tuple[str, bool]:
@@ -52,7 +53,7 @@ def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
 
     Sections: seed, data (`seg_jax.data.config.base_config`), model, task (None = the model's), loss,
     class_weights, optimizer, schedule, train, evals (named evaluators, `seg_jax.evaluators`), crf_layer,
-    predict (`seg_jax.predict.config`).
+    predict (`seg_jax.predict.config`), tune (`seg_jax.tune.config`).
     """
     config = ml_collections.ConfigDict()
     config.name = "experiment"
@@ -89,6 +90,8 @@ def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
         "downsample": config_dict.placeholder(int), "modes": 16})
     # --mode=predict: tiles, blending and outputs (`seg_jax.predict.config` documents every key).
     config.predict = predict_config()
+    # --mode=tune: which evals entry's post-processing is searched, by which metric, over what (`seg_jax.tune.config`).
+    config.tune = tune_config()
     return config
 
 

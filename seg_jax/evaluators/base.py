@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
 import jax
 import ml_collections
@@ -104,14 +104,23 @@ class Evaluator:
             raise ValueError(f"config.evals.{self.name} ({type(self).__name__}) needs instance ids, and dataset "
                              f"{dataset.name!r} has none")
 
+    def batches(self, dataset: Any) -> Iterator[dict[str, np.ndarray]]:
+        """This process's eval batches of the split: numpy `[local devices, b, ...]`, the last padded (mask 0)."""
+        return data.eval_batches(dataset, split=self.split, global_batch_size=self.batch_size,
+                                 num_local_devices=jax.local_device_count(), process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+
     def run(self, state, *, dataset: Any) -> EvalResult:
         """Evaluates a replicated state on every example of the split exactly once."""
+        return self.run_batches((state, batch) for batch in self.batches(dataset))
+
+    def run_batches(self, pairs: Iterable[tuple[Any, dict[str, np.ndarray]]]) -> EvalResult:
+        """`run` over `(replicated state, batch)` pairs, a state per batch: `seg_jax.tune` replays the network's
+        outputs, computed once, as the state of each batch and re-runs only the post-processing."""
         if self._pmapped is None:
             self._pmapped = jax.pmap(self.device_fn, axis_name="batch")
         self.reset()
-        for batch in data.eval_batches(dataset, split=self.split, global_batch_size=self.batch_size,
-                                       num_local_devices=jax.local_device_count(),
-                                       process_index=jax.process_index(), process_count=jax.process_count()):
+        for state, batch in pairs:
             inputs = {k: batch[k] for k in ("image", "label", "mask")}
             self.process(self._pmapped(state, inputs), batch)
         scalars = {f"{self.name}/{k}": float(v) for k, v in self.evaluate().items()}

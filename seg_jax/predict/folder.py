@@ -113,9 +113,11 @@ def _eta(seconds: float) -> str:
 
 
 def predict_folder(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Path, *, inputs: str,
-                   output: str | pathlib.Path, overwrite: bool = False, which: str = "latest") -> PredictReport:
+                   output: str | pathlib.Path, overwrite: bool = False, which: str = "latest",
+                   use_tuned: bool = True) -> PredictReport:
     """Predicts every image of `inputs` (`input_files`) with the latest (or best) checkpoint of `workdir` and writes
-    the outputs (module `outputs`) into `output`; `config` None uses the run's own `config.json`.
+    the outputs (module `outputs`) into `output`; `config` None uses the run's own `config.json`; `use_tuned` as
+    `load_predictor` takes it (tuned instance post-processing).
 
     Raises:
         PredictError: no inputs, two inputs with one stem, or an output that exists (without `overwrite`); nothing
@@ -126,7 +128,7 @@ def predict_folder(config: ml_collections.ConfigDict | None, workdir: str | path
         raise PredictError(f"predict needs {'inputs (--input)' if not inputs else 'an output folder (--output)'}")
     output = pathlib.Path(output)
     files = input_files(inputs)
-    predictor = load_predictor(config, workdir, which=which)
+    predictor = load_predictor(config, workdir, which=which, use_tuned=use_tuned)
     probabilities = bool(predictor.options.save_probabilities) and predictor.task_name == "semantic"
     planned = planned_outputs(files, output, probabilities=probabilities, instances=predictor.has_instances)
     coco_path = output / outputs.INSTANCES_JSON

@@ -18,6 +18,7 @@ from seg_jax.train.checkpoints import open_for_reading
 from seg_jax.train.experiment import build_experiment
 from seg_jax.train.state import create_train_state
 from seg_jax.train.validate import ConfigError
+from seg_jax.tune.tuned import apply_tuned
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,15 +156,18 @@ def _assembled(config: ml_collections.ConfigDict, exp, *, class_names: tuple[str
 
 
 def load_predictor(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Path, *,
-                   which: str = "latest") -> Predictor:
+                   which: str = "latest", use_tuned: bool = True) -> Predictor:
     """The latest (or best) checkpoint of `workdir` ready to predict (see `run_config` for `config`). Needs the
     run's data only for a converted folder dataset without `data.folder.num_classes` (for its class names).
+
+    `use_tuned`: the instances entry's post-processing options from its tuned file (`<workdir>/tuned/<entry>.json`,
+    `--mode=tune`) when there is one (`seg_jax.tune.tuned.apply_tuned`); False: the config's.
 
     Raises:
         workdir.NotARunError / ConfigMismatchError, checkpoints.NoCheckpointError, validate.ConfigError.
     """
     workdir = pathlib.Path(workdir)
-    config = run_config(config, workdir)
+    config, _ = apply_tuned(run_config(config, workdir), workdir, use_tuned=use_tuned)
     exp, class_names, align = _built(config)
     ckpts = open_for_reading(workdir, config, which=which, purpose="predict with")
     try:

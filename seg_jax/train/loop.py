@@ -24,6 +24,7 @@ from seg_jax.train.checkpoints import Checkpoints, open_for_reading
 from seg_jax.train.experiment import Experiment, build_experiment, with_schedule
 from seg_jax.train.state import TrainState, create_train_state, unreplicate_to_host
 from seg_jax.train.writers import MetricWriter
+from seg_jax.tune.tuned import apply_tuned
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -284,7 +285,7 @@ def _write_results(scalars: dict, definitions: dict, *, workdir: pathlib.Path, s
 
 
 def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Path, *, split: str | None = None,
-             which: str = "latest") -> dict[str, float]:
+             which: str = "latest", use_tuned: bool = True) -> dict[str, float]:
     """Evaluates the latest (or best) checkpoint of `workdir` with the evaluators of `config.evals` (on `split`
     instead of each one's own, when given).
 
@@ -292,8 +293,12 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Pa
     what the model computes (`workdir.MODEL_FIELDS`): evaluators, `data.eval_split`, `data.eval_size`,
     `data.data_dir`, training settings. Nothing is created in a workdir that cannot be evaluated.
 
-    Writes `eval/<which>_step<N>[_<split>].json` / `.md` and pictures `…_<evaluator>_<picture>.png`, never
-    replacing earlier ones; returns the flat scalars.
+    `use_tuned`: entries with a tuned file (`<workdir>/tuned/<entry>.json`, `--mode=tune`) use its options
+    (`seg_jax.tune.tuned.apply_tuned`); False (`--no_tuned`): the config's.
+
+    Writes `eval/<which>_step<N>[_<split>].json` / `.md` (recording in "postprocess" whether each crf / instances
+    entry used tuned or config options, and which) and pictures `…_<evaluator>_<picture>.png`, never replacing
+    earlier ones; returns the flat scalars.
 
     Raises:
         workdir.NotARunError: no config given and no `config.json`.
@@ -308,6 +313,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Pa
         wd.check_eval_config(config, workdir)
     ckpts = open_for_reading(workdir, config, which=which, purpose="evaluate")
     try:
+        config, postprocess = apply_tuned(config, workdir, use_tuned=use_tuned)
         run = build_run(config, training=False, split=split)
         state, _, step = ckpts.restore_readable(run.state, which=which)
     finally:
@@ -316,15 +322,20 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Pa
     scalars, definitions = _merged(results)
     if jax.process_index() == 0:
         _write_eval(results, scalars, definitions, workdir=workdir, step=step, stem=f"{which}_step{step}" + (
-            f"_{evals.safe_name(split)}" if split else ""), title=f"{which} step {step}")
+            f"_{evals.safe_name(split)}" if split else ""), title=f"{which} step {step}", postprocess=postprocess)
     return scalars
 
 
-def _write_eval(results, scalars, definitions, *, workdir: pathlib.Path, step: int, stem: str, title: str) -> None:
+def _write_eval(results, scalars, definitions, *, workdir: pathlib.Path, step: int, stem: str, title: str,
+                postprocess: dict) -> None:
     base = wd.unique_path(workdir / "eval" / f"{stem}.json")
     base.write_text(json.dumps({"step": step, "checkpoint": title, "commit": wd.code_version(),
-                                "scalars": scalars, "definitions": definitions}, indent=2, default=float))
-    base.with_suffix(".md").write_text(wd.results_table(scalars, definitions, title=title))
+                                "scalars": scalars, "definitions": definitions, "postprocess": postprocess},
+                               indent=2, default=float))
+    used = [f"- {name}: {u['source']} options" + (f" ({u['file']})" if u["file"] else "") + ": " + ", ".join(
+        f"{k}={v!r}" for k, v in u["options"].items()) for name, u in postprocess.items()]
+    base.with_suffix(".md").write_text(wd.results_table(scalars, definitions, title=title) + (
+        "\nPost-processing:\n\n" + "\n".join(used) + "\n" if used else ""))
     for result in results:
         for name, picture in result.pictures.items():
             Image.fromarray(picture).save(base.with_name(f"{base.stem}_{result.name}_{name}.png"))
