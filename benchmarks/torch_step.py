@@ -13,17 +13,11 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from benchmarks import torch_mirror
 from seg_jax.studies.spec import load_config
-
-
-def make_mirror(model_options: dict, *, num_classes: int) -> nn.Module:
-    """The mirror (`benchmarks.torch_mirror`) of `config.model` as a dict ("name" and that model's options)."""
-    options = dict(model_options)
-    return torch_mirror.make_mirror(options.pop("name"), num_classes=num_classes, **options)
+from seg_jax.train.experiment import model_kwargs
 
 
 def _time_steps(step, *, calls: int, max_seconds: float, sync) -> tuple[float, float]:
@@ -57,7 +51,8 @@ def train_lines(spec: str, *, size: int, classes: int, batch: int | None, compil
     torch.backends.cudnn.benchmark = True
     config = load_config(spec)
     batch = int(batch or config.train.batch_size)
-    net = make_mirror(config.model.to_dict(), num_classes=classes).to(device, memory_format=torch.channels_last)
+    net = torch_mirror.make_mirror(config.model.name, num_classes=classes, **model_kwargs(config)).to(
+        device, memory_format=torch.channels_last)
     params = sum(p.numel() for p in net.parameters())
     opt = config.optimizer
     optimizer = torch.optim.SGD(net.parameters(), lr=opt.learning_rate, momentum=opt.momentum,
