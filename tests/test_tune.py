@@ -95,6 +95,21 @@ def test_crf_search_picks_what_the_evaluator_says_is_best_and_eval_applies_it(tr
     assert again.chosen == {"bilateral_compat": 10.0} and len(again.record["trials"]) == 1
 
 
+def test_a_crf_entry_with_tta_is_tuned_on_its_augmented_outputs(trained, tmp_path):
+    """The entry's test-time augmentation runs once when the outputs are cached; each trial then scores what the
+    evaluator itself (network and TTA included) scores."""
+    import shutil
+    config, workdir, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    config = _with_tune(config, entry="val_crf", space={"bilateral_compat": [10.0, 0.0]})
+    config.evals.val_crf.tta = {"flips": True, "scales": (0.75, 1.0)}
+    record = tune.tune(config, copy, overwrite=True).record  # the copy may hold another test's tuned file
+    direct = _direct_scores(config, copy, "val_crf", "bilateral_compat", [10.0, 0.0], "val_crf/mean_iou")
+    assert [t["score"] for t in record["trials"]] == pytest.approx(direct, abs=1e-6)
+    assert "tta" not in record["chosen"]
+
+
 def test_instances_search_and_predict_apply_it(trained):
     config, workdir, scalars = trained
     assert scalars["val_instances/AJI"] > 0  # overlaps with the true shapes (too few for a DSB score after 4 steps)

@@ -15,6 +15,7 @@ import numpy as np
 from seg_jax import data, metrics, visualize
 from seg_jax.evaluators.base import Evaluator, summed, to_host
 from seg_jax.metrics.boundary import boundary_counts
+from seg_jax.predict.tta import is_off, tta_options, with_tta
 
 # Titles of the picture columns after the image, by output key.
 COLUMN_TITLES = {"label": "truth", "prediction": "prediction", "with_crf_prediction": "after CRF"}
@@ -57,9 +58,10 @@ def summarize_stats(sums: dict[str, np.ndarray], *, class_names: tuple[str, ...]
 
 
 class SemanticEvaluator(Evaluator):
-    """`type: semantic`. Options: `boundary_width` (px around true label changes for boundary accuracy)."""
+    """`type: semantic`. Options: `boundary_width` (px around true label changes for boundary accuracy); `tta`
+    (`{"flips": bool, "scales": (float, ...)}`, default off: test-time augmentation, `seg_jax.predict.tta`)."""
 
-    OPTIONS: ClassVar[dict[str, Any]] = {"boundary_width": 3}
+    OPTIONS: ClassVar[dict[str, Any]] = {"boundary_width": 3, "tta": None}
     DEFINITIONS: ClassVar[dict[str, str]] = {
         **metrics.DEFINITIONS,
         "boundary_accuracy": "pixel accuracy within boundary_width px of a change of true label (trimap accuracy)",
@@ -69,6 +71,11 @@ class SemanticEvaluator(Evaluator):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.tta = tta_options(self.options["tta"], field=f"evals.{self.name}.tta")
+        if not is_off(self.tta):
+            self.DEFINITIONS = {**self.DEFINITIONS, "tta": f"predictions average the softmax of "
+                                f"{'flipped and unflipped ' if self.tta['flips'] else ''}views at scales "
+                                f"{', '.join(f'{s:g}' for s in self.tta['scales'])} (seg_jax.predict.tta)"}
         self.DEFINITIONS = {**self.DEFINITIONS, "ignore_index": f"label {int(self.data_cfg.ignore_index)} is not "
                             f"counted; boundary_width = {int(self.options['boundary_width'])} px"}
 
@@ -81,8 +88,13 @@ class SemanticEvaluator(Evaluator):
                                 ignore_index=int(self.data_cfg.ignore_index),
                                 boundary_width=int(self.options["boundary_width"]))
 
+    def logits(self, state, images: jax.Array) -> jax.Array:
+        """The task's logits `[b, h, w, N]` of normalised images `[b, h, w, 3]`, through this entry's `tta` when
+        it is on (then log-probabilities averaged over the views, `seg_jax.predict.tta.tta_logits`)."""
+        return with_tta(self.task.predict, self.tta)(state.variables, images)
+
     def device_fn(self, state, batch):
-        logits = self.task.predict(state.variables, batch["image"])
+        logits = self.logits(state, batch["image"])
         prediction = jnp.argmax(logits, -1).astype(jnp.int32)
         return {**self._stats(prediction, batch), "prediction": prediction}
 
@@ -120,17 +132,19 @@ class CRFEvaluator(SemanticEvaluator):
     """`type: crf`: the semantic metrics of the predictions after a dense CRF (`seg_jax.postprocess.dense_crf`).
 
     Options: pydensecrf's parameter names (`iterations`, `gaussian_sxy`, `gaussian_compat`, `bilateral_sxy`,
-    `bilateral_srgb`, `bilateral_compat`) and the grid method's (`method`, `downsample`, `modes`). The picture
+    `bilateral_srgb`, `bilateral_compat`) and the grid method's (`method`, `downsample`, `modes`); `boundary_width`
+    and `tta` as for `type: semantic` (the CRF then refines the augmented prediction). The picture
     shows image | truth | prediction | prediction after the CRF. A subclass overriding `crf` compares other CRFs
     through the same code (`benchmarks/crf_task.py`).
     """
 
     OPTIONS: ClassVar[dict[str, Any]] = {
         "boundary_width": 3, "iterations": 5, "gaussian_sxy": 3.0, "gaussian_compat": 3.0, "bilateral_sxy": 80.0,
-        "bilateral_srgb": 13.0, "bilateral_compat": 10.0, "method": "grid", "downsample": None, "modes": 16}
+        "bilateral_srgb": 13.0, "bilateral_compat": 10.0, "method": "grid", "downsample": None, "modes": 16,
+        "tta": None}
 
     def crf_options(self) -> dict[str, Any]:
-        return {k: v for k, v in self.options.items() if k != "boundary_width"}
+        return {k: v for k, v in self.options.items() if k not in SemanticEvaluator.OPTIONS}
 
     def crf(self, logits: jax.Array, image: jax.Array) -> jax.Array:
         """Probabilities `[b, h, w, N]` from logits `[b, h, w, N]` and the image `[b, h, w, 3]` in 0..255."""
@@ -138,7 +152,7 @@ class CRFEvaluator(SemanticEvaluator):
         return dense_crf(logits, image, **self.crf_options())
 
     def device_fn(self, state, batch):
-        logits = self.task.predict(state.variables, batch["image"])
+        logits = self.logits(state, batch["image"])
         image = batch["image"] * jnp.asarray(self.data_cfg.std) + jnp.asarray(self.data_cfg.mean)
         prediction = jnp.argmax(self.crf(logits, image), -1).astype(jnp.int32)
         return {**self._stats(prediction, batch), "prediction": jnp.argmax(logits, -1).astype(jnp.int32),

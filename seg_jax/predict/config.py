@@ -10,6 +10,7 @@ import ml_collections
 from ml_collections import config_dict
 
 BLENDS = ("gaussian", "linear")
+TTA_DEFAULTS = {"flips": False, "scales": (1.0,)}  # off; `seg_jax.predict.tta.tta_options` checks the option
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -33,6 +34,8 @@ def base_config() -> ml_collections.ConfigDict:
         merge_overlap: Mask R-CNN: two detections from different tiles are one object when their masks' overlap,
             as a fraction of the smaller mask, exceeds this; the one not cut by a tile border is kept, then the
             higher score.
+        tta: semantic models: test-time augmentation of every tile, `{"flips": bool, "scales": (float, ...)}`
+            (`seg_jax.predict.tta`; the same option as an evaluator entry's `tta`); default off.
     """
     return ml_collections.ConfigDict({
         "tile_size": 512,
@@ -44,12 +47,13 @@ def base_config() -> ml_collections.ConfigDict:
         "overlay_alpha": 0.5,
         "instances": config_dict.placeholder(str),
         "merge_overlap": 0.5,
+        "tta": dict(TTA_DEFAULTS),
     })
 
 
 def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`config` with a `predict` section: its own keys over `base_config()` (a run saved before the section)."""
     merged = base_config()
-    merged.update(dict(config.get("predict", None) or {}))
+    merged.update(dict(config.get("predict", None) or {}))  # nested sections (tta) are updated key by key
     config.predict = merged
     return config

@@ -13,6 +13,7 @@ from scipy import special
 
 from seg_jax import data, postprocess
 from seg_jax.predict import config as predict_config, detections as dets, tiling
+from seg_jax.predict.tta import is_off, tta_options, with_tta
 from seg_jax.train import validate, workdir as wd
 from seg_jax.train.checkpoints import open_for_reading
 from seg_jax.train.experiment import build_experiment
@@ -42,7 +43,8 @@ class Prediction:
 
 @dataclasses.dataclass(frozen=True)
 class Predictor:
-    """A restored run: `apply(variables, tiles float32 [b, T, T, 3])` is the task's `predict`, compiled (`jax.jit`);
+    """A restored run: `apply(variables, tiles float32 [b, T, T, 3])` is the task's `predict` (through the test-time
+    augmentation `predict.tta` when it is on: log-probabilities, `seg_jax.predict.tta`), compiled (`jax.jit`);
     `align` pixels the model's input multiple (`tiling.input_multiple`); `options` the checked `predict` section;
     `instance_options` the chosen `evals` entry's `(per_class, options)` for a semantic instance config, else None."""
 
@@ -93,6 +95,7 @@ def check_options(options: ml_collections.ConfigDict, *, multiple: int, model: s
     _check_number("predict.batch_size", options.batch_size, low=1, integer=True)
     _check_number("predict.overlay_alpha", options.overlay_alpha, low=0, high=1, integer=False)
     _check_number("predict.merge_overlap", options.merge_overlap, low=0, high=1, integer=False)
+    tta_options(options.tta, field="predict.tta")
 
 
 def instance_options(config: ml_collections.ConfigDict) -> tuple[bool, dict] | None:
@@ -138,6 +141,9 @@ def _built(config: ml_collections.ConfigDict):
     exp = build_experiment(config, num_classes=len(class_names))
     align = tiling.input_multiple(exp.init_model)
     check_options(config.predict, multiple=align, model=config.model.name)
+    if exp.task.name != "semantic" and not is_off(tta_options(config.predict.tta, field="predict.tta")):
+        raise ConfigError("predict.tta", f"test-time augmentation is for semantic models; task {exp.task.name!r} "
+                                         "predicts instances whose boxes a flip or scale would move")
     return exp, tuple(class_names), align
 
 
@@ -148,7 +154,8 @@ def _initial_state(exp, config: ml_collections.ConfigDict):
 
 def _assembled(config: ml_collections.ConfigDict, exp, *, class_names: tuple[str, ...], align: int,
                variables: dict, step: int) -> Predictor:
-    return Predictor(task_name=exp.task.name, apply=jax.jit(exp.task.predict),  # one shape: [batch_size, T, T, 3]
+    predict = with_tta(exp.task.predict, tta_options(config.predict.tta, field="predict.tta"))
+    return Predictor(task_name=exp.task.name, apply=jax.jit(predict),  # one shape: [batch_size, T, T, 3]
                      variables=jax.device_put(variables), align=align, options=config.predict,
                      class_names=class_names, mean=tuple(config.data.mean), std=tuple(config.data.std),
                      instance_options=instance_options(config) if exp.task.name == "semantic" else None,

@@ -157,6 +157,9 @@ def _validate_eval(name: str, entry: Any, *, num_devices: int, process_count: in
     if unknown:
         raise ConfigError(prefix, f"unknown option(s) {', '.join(unknown)} for evaluator type {kind!r}; its "
                                   f"options: {', '.join(sorted({**cls.COMMON, **cls.OPTIONS}))}")
+    if "tta" in cls.OPTIONS:
+        from seg_jax.predict.tta import tta_options
+        tta_options(entry.get("tta", None), field=f"{prefix}.tta")
     batch_size = entry.get("batch_size", cls.COMMON["batch_size"])
     for key, minimum in (("batch_size", 1), ("every", 0), ("num_pictures", 0)):
         _check_number(f"{prefix}.{key}", entry.get(key, cls.COMMON[key]), minimum=minimum)

@@ -19,6 +19,7 @@ import numpy as np
 from absl import logging
 
 from seg_jax import evaluators as evals
+from seg_jax.predict.tta import tta_options, with_tta
 from seg_jax.train import loop, steps, validate, workdir as wd
 from seg_jax.train.checkpoints import open_for_reading
 from seg_jax.train.validate import ConfigError
@@ -59,15 +60,16 @@ class TuneResult:
         return self.record["chosen"]
 
 
-def cached_outputs(run: loop.Run, state, evaluator: evals.Evaluator, *,
-                   max_gb: float) -> list[tuple[Replayed, dict]]:
+def cached_outputs(run: loop.Run, state, evaluator: evals.Evaluator, *, max_gb: float,
+                   tta: dict[str, Any] | None = None) -> list[tuple[Replayed, dict]]:
     """`(Replayed(logits), batch)` for every eval batch of `evaluator`'s split: the network run once, its outputs
-    float32 `[D, b, H, W, N]` on the host.
+    float32 `[D, b, H, W, N]` on the host; through the test-time augmentation `tta` (the tuned entry's
+    `seg_jax.predict.tta` option, None = off) when given, which the trial evaluators then do not repeat.
 
     Raises:
         ConfigError: on `tune.split` when the split's outputs would take more than `max_gb` GiB.
     """
-    predict = jax.pmap(run.exp.task.predict)
+    predict = jax.pmap(with_tta(run.exp.task.predict, tta_options(tta, field="tta")))
     variables = steps.replicate(state).variables
     examples = len(run.dataset.source(evaluator.split))
     cached = []
@@ -89,6 +91,8 @@ def _trial_evaluator(run: loop.Run, target: tgt.Target, options: dict[str, Any],
                      config: ml_collections.ConfigDict) -> evals.Evaluator:
     entry = {**tgt.with_options(target.entry_config, options, kind=target.kind), "split": target.split,
              "num_pictures": 0}
+    if "tta" in evals.EVALUATORS.get(target.kind).OPTIONS:
+        entry["tta"] = None  # applied once, in `cached_outputs`
     return evals.EVALUATORS.get(target.kind)(target.entry, entry, task=ReplayTask(run.exp.task),
                                              class_names=run.dataset.class_names, data_cfg=config.data)
 
@@ -156,7 +160,8 @@ def tune(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Path, 
         state, _, step = ckpts.restore_readable(run.state, which=which)
     finally:
         ckpts.close()
-    cached = cached_outputs(run, state, baseline_ev, max_gb=target.max_cache_gb)
+    cached = cached_outputs(run, state, baseline_ev, max_gb=target.max_cache_gb,
+                            tta=dict(target.entry_config).get("tta", None))
 
     def score(options: dict[str, Any]) -> float:
         return _trial_evaluator(run, target, options, config=config).run_batches(cached).scalars[target.metric]

@@ -20,8 +20,8 @@ from seg_jax.tune import config as tune_config
 
 KINDS = ("crf", "instances")
 DEFAULT_METRIC = {"crf": "mean_iou", "instances": "dsb"}
-# Options that change what the metric measures, not the post-processing.
-NOT_TUNABLE = ("boundary_width",)
+# Options that are not the post-processing's: what the metric measures, the test-time augmentation of its input.
+NOT_TUNABLE = ("boundary_width", "tta")
 
 
 def instance_defaults() -> dict[str, Any]:
