@@ -10,7 +10,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from seg_jax.data.config import base_config as data_config
-from seg_jax.predict.config import base_config as predict_config
+from seg_jax.predict.config import TTA_DEFAULTS, base_config as predict_config
 from seg_jax.tune.config import base_config as tune_config
 
 
@@ -96,12 +96,13 @@ def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
 
 
 def semantic_eval(*, every: int, **options) -> dict[str, Any]:
-    return {"type": "semantic", "every": every, "batch_size": 32, "num_pictures": 6, "boundary_width": 3, **options}
+    return {"type": "semantic", "every": every, "batch_size": 32, "num_pictures": 6, "boundary_width": 3,
+            "tta": dict(TTA_DEFAULTS), **options}  # tta present (off) so that --config.evals.<e>.tta.* can set it
 
 
 def crf_eval(*, every: int = 0) -> dict[str, Any]:
     return {"type": "crf", "every": every, "batch_size": 32, "num_pictures": 6, "boundary_width": 3,
-            **crf_options()}
+            "tta": dict(TTA_DEFAULTS), **crf_options()}
 
 
 def shrink_for_tests(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
