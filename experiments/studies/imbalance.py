@@ -3,8 +3,8 @@
 Class imbalance: plain cross-entropy vs inverse- and median-frequency weighted cross-entropy vs Dice vs CE + Dice,
 on `shapes` (background > 80 % of pixels, the thin bar < 1 %): the IoU of the rare classes (bar, ring) and mIoU,
 3 seeds, paired differences against plain CE. `:gpu` runs the arms on Cityscapes (U-Net); `:tiny` for tests.
-Took 40 min for the 15 runs (750 steps each) on the project's 2-core CPU while other jobs shared it (≈ 2.1 min
-per run; the median_frequency arm alone 7 min 54 s).
+Each run trains the default run's 1500 steps (the earlier 750-step version left plain CE at mIoU 0.25, far from
+converged, so the arms were compared before any of them had learnt the rare classes).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def get_study(arg: str | None = None) -> ml_collections.ConfigDict:
         "dice": {"loss": {"dice": 1.0}, "class_weights": None},
         "ce_dice": {"loss": {"cross_entropy": 1.0, "dice": 1.0}, "class_weights": None},
     })
-    study.common = overrides({"train.steps": 750, "evals.val.every": 0} if arg is None else {})
+    study.common = overrides({"evals.val.every": 0} if arg is None else {})
     study.seeds = (0, 1) if arg == "tiny" else (0, 1, 2)
     rare = () if arg == "gpu" else ("val/iou/bar", "val/iou/ring")
     study.metrics = ("val/mean_iou", *rare, "val/boundary_accuracy")
