@@ -72,13 +72,22 @@ def _load_folder(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilde
         folder_importer.convert_folder(
             images=folder.images, labels=folder.labels, instances=folder.instances,
             num_classes=folder.num_classes, class_names=folder.class_names, out=data_cfg.data_dir,
-            val_fraction=folder.val_fraction, seed=folder.seed, variant=data_cfg.variant)
+            val_fraction=folder.val_fraction, seed=folder.seed, variant=data_cfg.variant,
+            intensity=_intensity(folder))
     builder = folder_importer.load_builder(data_cfg.data_dir, data_cfg.variant)
     sources = dict(images=folder.images, labels=folder.labels, instances=folder.instances,
-                   val_fraction=folder.val_fraction, seed=folder.seed)
+                   val_fraction=folder.val_fraction, seed=folder.seed, intensity=_intensity(folder))
     folder_importer.check_config(path, num_classes=folder.num_classes, class_names=folder.class_names,
                                  sources=sources if has_sources else None)
     return builder
+
+
+def _intensity(folder: Any) -> dict[str, Any] | None:
+    """`data.folder.intensity` as the converter's option (None when its method is unset; configs saved before the
+    option existed have none)."""
+    intensity = folder.get("intensity", None) or {}
+    values = {key: intensity.get(key, None) for key in ("method", "low", "high")}
+    return values if any(value is not None for value in values.values()) else None
 
 
 def _load_public(name: str, data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:

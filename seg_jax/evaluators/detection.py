@@ -9,7 +9,7 @@ from typing import ClassVar
 import jax.numpy as jnp
 import numpy as np
 
-from seg_jax import data, metrics
+from seg_jax import metrics
 from seg_jax.evaluators import native
 from seg_jax.evaluators.base import Evaluator, to_host
 from seg_jax.evaluators.instances import instance_picture, picture_image
