@@ -227,3 +227,15 @@ def test_cli_intensity_flags(tmp_path, capsys):
     assert folder.main(argv + ["--intensity", "range", "--intensity_low", "0", "--intensity_high", "41"]) == 0
     np.testing.assert_array_equal(_stored(tmp_path)["a"]["image"][..., 1],
                                   _range_scaled(np.arange(42).reshape(SHAPE), 0, 41))
+
+
+def test_a_bad_intensity_setting_is_a_config_error_naming_the_field(make_config):
+    from seg_jax.train import validate
+    config = make_config()
+    config.data.folder.intensity.method = "gamma"
+    with pytest.raises(validate.ConfigError, match=r"data\.folder\.intensity.*not one of percentile, range"):
+        validate.validate_config(config, num_devices=1, process_count=1)
+    config.data.folder.intensity.method = "range"
+    config.data.folder.intensity.low = 0
+    config.data.folder.intensity.high = 4095
+    validate.validate_config(config, num_devices=1, process_count=1)

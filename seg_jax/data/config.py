@@ -48,7 +48,9 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
         scale_range: (min, max) random rescale factor before cropping.
         hflip: random horizontal flips in training.
         eval_size: None = native size (all eval images must share it); else (height, width): each
-            image is shrunk to fit if larger (aspect kept), then padded bottom/right with ignore.
+            image is shrunk to fit if larger (aspect kept), then padded bottom/right with ignore; the
+            network predicts at that size and the evaluators score at each image's native resolution
+            (outputs resized back bilinearly, untouched labels: `seg_jax.evaluators.native`).
         mean, std: per-channel normalisation in 0..255 units.
         ignore_index: label value ignored by losses and metrics (padding uses it too).
         targets: the class map trained on: "semantic" (the stored class map) or "border" (3 classes
