@@ -6,9 +6,9 @@ ignore; JPEG refused: lossy) and optionally `instances/` (8/16-bit PNG or TIFF i
 paired by file stem (`images/a.jpg` <-> `labels/a.png`). The result lives in
 `<data_dir>/seg_jax_folder/<variant>/1.0.0/` with splits `train` and `validation` (no `validation` when
 `val_fraction` is 0 or there is one image); class names and the conversion's record (its arguments, the intensity
-scaling that prediction applies again, and a fingerprint of the source files, `folder_record`) are stored with it. Converting into a place that holds
-another conversion is refused unless `overwrite=True`. Every problem a user can cause raises
-`FolderDatasetError` naming the file, or the fields that differ.
+scaling that prediction applies again, and a fingerprint of the source files, `folder_record`) are stored with
+it. Converting into a place that holds another conversion is refused unless `overwrite=True`. Every problem a
+user can cause raises `FolderDatasetError` naming the file, or the fields that differ.
 """
 from __future__ import annotations
 
