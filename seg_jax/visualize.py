@@ -41,13 +41,16 @@ def colorize_instances(instances: np.ndarray) -> np.ndarray:
 
 
 def grid(rows: list[list[np.ndarray]], *, gap: int = 2) -> np.ndarray:
-    """Tiles equally sized uint8 `[H, W, 3]` panels, one list per row, with white gaps."""
-    h, w = rows[0][0].shape[:2]
+    """Tiles uint8 `[H, W, 3]` panels, one list per row, with white gaps; a panel smaller than the largest sits
+    top-left in its cell on white (native-resolution pictures of images of different sizes)."""
+    h = max(panel.shape[0] for row in rows for panel in row)
+    w = max(panel.shape[1] for row in rows for panel in row)
     ncols = max(len(r) for r in rows)
     out = np.full((len(rows) * (h + gap) - gap, ncols * (w + gap) - gap, 3), 255, np.uint8)
     for i, row in enumerate(rows):
         for j, panel in enumerate(row):
-            out[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = panel[:h, :w]
+            ph, pw = panel.shape[:2]
+            out[i * (h + gap):i * (h + gap) + ph, j * (w + gap):j * (w + gap) + pw] = panel
     return out
 
 
@@ -96,7 +99,7 @@ def figure(rows: list[list[np.ndarray]], *, titles: Sequence[str],
     """`grid(rows)` with a title above each column (wrapped to the panel width) and, below, a legend: a swatch of
     each `(name, colour)` beside its name. uint8 `[H, W, 3]`, black text on white."""
     body = grid(rows, gap=gap)
-    panel_w = rows[0][0].shape[1]
+    panel_w = max(panel.shape[1] for row in rows for panel in row)
     font = ImageFont.load_default()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     line = font.getbbox("Ag")[3] + 2

@@ -72,13 +72,22 @@ def _load_folder(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilde
         folder_importer.convert_folder(
             images=folder.images, labels=folder.labels, instances=folder.instances,
             num_classes=folder.num_classes, class_names=folder.class_names, out=data_cfg.data_dir,
-            val_fraction=folder.val_fraction, seed=folder.seed, variant=data_cfg.variant)
+            val_fraction=folder.val_fraction, seed=folder.seed, variant=data_cfg.variant,
+            intensity=_intensity(folder))
     builder = folder_importer.load_builder(data_cfg.data_dir, data_cfg.variant)
     sources = dict(images=folder.images, labels=folder.labels, instances=folder.instances,
-                   val_fraction=folder.val_fraction, seed=folder.seed)
+                   val_fraction=folder.val_fraction, seed=folder.seed, intensity=_intensity(folder))
     folder_importer.check_config(path, num_classes=folder.num_classes, class_names=folder.class_names,
                                  sources=sources if has_sources else None)
     return builder
+
+
+def _intensity(folder: Any) -> dict[str, Any] | None:
+    """`data.folder.intensity` as the converter's option (None when its method is unset; configs saved before the
+    option existed have none)."""
+    intensity = folder.get("intensity", None) or {}
+    values = {key: intensity.get(key, None) for key in ("method", "low", "high")}
+    return values if any(value is not None for value in values.values()) else None
 
 
 def _load_public(name: str, data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -175,6 +184,7 @@ class Dataset:
         self._to_canonical = stored_targets.to_canonical(choice) if choice.derived else spec.to_canonical
         self._sources: dict[str, tfds_format.CanonicalSource] = {}
         self._statistics: dict[str, statistics.LabelStatistics] = {}
+        self._max_sizes: dict[str, tuple[int, int]] = {}
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{split} {size}" for split, size in self.split_sizes.items())
@@ -222,6 +232,22 @@ class Dataset:
         cached = self._statistics[split]
         return statistics.LabelStatistics(*(getattr(cached, f.name).copy() for f in dataclasses.fields(cached)))
 
+    def max_image_size(self, split: str) -> tuple[int, int]:
+        """(largest height, largest width) in px of the images of `split`: what eval batches pad the native-size
+        labels to (`data.eval_size`). One pass over the split, cached in memory and as `image_sizes.<split>.json`
+        (format `STATISTICS_FORMAT`) in `directory`."""
+        if split not in self._max_sizes:
+            path = os.path.join(self.directory, f"image_sizes.{_safe(split)}.json")
+            cached = _read_json(path)
+            if cached.get("format") == STATISTICS_FORMAT and cached.get("split") == split:
+                self._max_sizes[split] = (int(cached["max_height"]), int(cached["max_width"]))
+            else:
+                self._max_sizes[split] = statistics.max_image_size(self.source(split),
+                                                                   num_threads=int(self.config.prefetch))
+                _write_json(path, {"format": STATISTICS_FORMAT, "split": split,
+                                   "max_height": self._max_sizes[split][0], "max_width": self._max_sizes[split][1]})
+        return self._max_sizes[split]
+
     def class_weights(self, method: str, split: str | None = None) -> np.ndarray:
         """Per-class loss weights float32 [N] from `label_statistics(split)`; `method` one of
         `derived.statistics.WEIGHT_METHODS` ("inverse_frequency", "median_frequency" (Eigen & Fergus),
@@ -229,23 +255,36 @@ class Dataset:
         return statistics.class_weights(self.label_statistics(split), method=method)
 
     def _cached_statistics(self, split: str) -> statistics.LabelStatistics:
-        safe_split = re.sub(r"[^\w.-]+", "_", split)
-        path = os.path.join(self.directory, f"label_statistics.{safe_split}.json")
+        path = os.path.join(self.directory, f"label_statistics.{_safe(split)}.json")
         fields = [field.name for field in dataclasses.fields(statistics.LabelStatistics)]
-        if os.path.isfile(path):
-            with open(path) as f:
-                cached = json.load(f)
-            if (cached.get("format") == STATISTICS_FORMAT and cached.get("split") == split
-                    and all(len(cached.get(name, ())) == self.num_classes for name in fields)):
-                return statistics.LabelStatistics(*(np.asarray(cached[name], np.int64) for name in fields))
+        cached = _read_json(path)
+        if (cached.get("format") == STATISTICS_FORMAT and cached.get("split") == split
+                and all(len(cached.get(name, ())) == self.num_classes for name in fields)):
+            return statistics.LabelStatistics(*(np.asarray(cached[name], np.int64) for name in fields))
         stats = statistics.label_statistics(self.source(split), num_classes=self.num_classes,
                                             num_threads=int(self.config.prefetch))
-        temporary = f"{path}.tmp{os.getpid()}"
-        with open(temporary, "w") as f:
-            json.dump({"format": STATISTICS_FORMAT, "split": split, "class_names": list(self.class_names),
-                       **{name: getattr(stats, name).tolist() for name in fields}}, f)
-        os.replace(temporary, path)  # atomic: a concurrent reader never sees half a file
+        _write_json(path, {"format": STATISTICS_FORMAT, "split": split, "class_names": list(self.class_names),
+                           **{name: getattr(stats, name).tolist() for name in fields}})
         return stats
+
+
+def _safe(split: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", split)
+
+
+def _read_json(path: str) -> dict:
+    """The JSON object cached at `path`, {} when there is none."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path: str, value: dict) -> None:
+    temporary = f"{path}.tmp{os.getpid()}"
+    with open(temporary, "w") as f:
+        json.dump(value, f)
+    os.replace(temporary, path)  # atomic: a concurrent reader never sees half a file
 
 
 def resolve(data_cfg: ml_collections.ConfigDict) -> Dataset:

@@ -48,7 +48,9 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
         scale_range: (min, max) random rescale factor before cropping.
         hflip: random horizontal flips in training.
         eval_size: None = native size (all eval images must share it); else (height, width): each
-            image is shrunk to fit if larger (aspect kept), then padded bottom/right with ignore.
+            image is shrunk to fit if larger (aspect kept), then padded bottom/right with ignore; the
+            network predicts at that size and the evaluators score at each image's native resolution
+            (outputs resized back bilinearly, untouched labels: `seg_jax.evaluators.native`).
         mean, std: per-channel normalisation in 0..255 units.
         ignore_index: label value ignored by losses and metrics (padding uses it too).
         targets: the class map trained on: "semantic" (the stored class map) or "border" (3 classes
@@ -67,7 +69,10 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
         folder: the `folder` dataset's sources (images, labels, instances dirs, num_classes,
             class_names, val_fraction, seed), converted into data_dir on first use. An existing
             conversion must agree with the keys set here (`data.resolve` names each field that differs);
-            val_fraction 0 (or a single image) converts no validation split.
+            val_fraction 0 (or a single image) converts no validation split. folder.intensity (method, low,
+            high): how 16-bit and float images become 8-bit, "percentile" (per image, percentiles low/high, default
+            1 / 99.8, map to 0 / 255) or "range" (fixed values low/high map to 0 / 255); None refuses such
+            images. Stored with the conversion; `--mode=predict` scales new images alike.
         cityscapes_manual_dir: directory holding the Cityscapes zips (manual download).
         max_instances: detection models (Mask R-CNN): ground-truth instances per image after
             augmentation, padded to this fixed number; the largest are kept when there are more.
@@ -105,6 +110,9 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
         class_names=config_dict.placeholder(tuple),
         val_fraction=0.1,
         seed=0,
+        intensity=ml_collections.ConfigDict(dict(method=config_dict.placeholder(str),
+                                                 low=config_dict.placeholder(float),
+                                                 high=config_dict.placeholder(float))),
     ))
     cfg.cityscapes_manual_dir = config_dict.placeholder(str)
     cfg.max_instances = 16

@@ -9,6 +9,8 @@ Each evaluator follows detectron2's reset / process / evaluate around a pmapped 
 `device_fn(state, batch)` runs under pmap on every eval batch and returns per-device outputs (statistics already
 psummed over devices as summed (value, count) pairs); `process(outputs, batch)` accumulates them on the host;
 `evaluate()` gives the scalars without the name prefix. The loop never knows what any metric is called.
+With `data.eval_size` set, every evaluator scores at each image's native resolution (`native`), and says so in its
+`resolution` definition.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from seg_jax import data
+from seg_jax.evaluators import native
 from seg_jax.train.state import unreplicate_to_host
 
 
@@ -70,6 +73,7 @@ class Evaluator:
         self.every, self.batch_size = int(options["every"]), int(options["batch_size"])
         self.num_pictures = int(options["num_pictures"])
         self.options = {k: options[k] for k in self.OPTIONS}
+        self.DEFINITIONS = {**self.DEFINITIONS, "resolution": native.resolution_definition(data_cfg)}
         if self.batch_size <= 0 or self.every < 0 or self.num_pictures < 0:
             raise ValueError(f"config.evals.{name}: batch_size must be > 0, every and num_pictures >= 0, got "
                              f"{self.batch_size}, {self.every}, {self.num_pictures}")
@@ -121,7 +125,7 @@ class Evaluator:
             self._pmapped = jax.pmap(self.device_fn, axis_name="batch")
         self.reset()
         for state, batch in pairs:
-            inputs = {k: batch[k] for k in ("image", "label", "mask")}
+            inputs = {k: batch[k] for k in ("image", "label", "mask", *native.DEVICE_KEYS) if k in batch}
             self.process(self._pmapped(state, inputs), batch)
         scalars = {f"{self.name}/{k}": float(v) for k, v in self.evaluate().items()}
         return EvalResult(name=self.name, scalars=scalars, definitions=dict(self.DEFINITIONS),

@@ -1,12 +1,16 @@
-"""`type: instances`: instances from each image's class probabilities (host side), scored against the true ids."""
+"""`type: instances`: instances from each image's class probabilities (host side), scored against the true ids.
+
+With `data.eval_size` the probabilities are resized to each image's native size (`native`) and the instances are
+found and scored there, against the untouched native ids, as prediction on the whole image would find them."""
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import jax
 import numpy as np
 
 from seg_jax import data, metrics, postprocess, visualize
+from seg_jax.evaluators import native
 from seg_jax.evaluators.base import Evaluator, to_host
 
 INSTANCE_SCALARS = ("dsb", "mask_AP", "mask_AP50", "mask_AP75", "PQ", "SQ", "RQ", "PQ_per_image", "AJI",
@@ -14,7 +18,7 @@ INSTANCE_SCALARS = ("dsb", "mask_AP", "mask_AP50", "mask_AP75", "PQ", "SQ", "RQ"
 _RENAMED = {"AP": "mask_AP", "AP50": "mask_AP50", "AP75": "mask_AP75"}  # the detection evaluator's names
 
 
-def instance_picture(images: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], *,
+def instance_picture(images: Sequence[np.ndarray], pairs: list[tuple[np.ndarray, np.ndarray]], *,
                      boxes: list[tuple[np.ndarray, np.ndarray]] | None = None, num_classes: int = 1,
                      class_names: tuple[str, ...] = ()) -> np.ndarray:
     """A titled grid with one row per example: image | true instances | predicted instances (one colour each);
@@ -29,6 +33,15 @@ def instance_picture(images: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarra
     legend = visualize.class_legend(class_names, ignore=False) if boxes is not None and class_names else ()
     titles = ("image" + (" + boxes" if boxes is not None else ""), "true instances", "predicted instances")
     return visualize.figure(rows, titles=titles, legend=legend)
+
+
+def picture_image(flat: dict[str, np.ndarray], i: int, *, data_cfg) -> np.ndarray:
+    """uint8 [h, w, 3] picture of image `i` of a flattened eval batch, at its native size when the batch scores
+    there (`native.native_picture`), so that it sits beside the instance maps."""
+    image = data.denormalize(flat["image"][i], data_cfg)
+    if not native.is_native(flat):
+        return image
+    return native.native_picture(image, fitted_size=flat["fitted_size"][i], native_size=flat["native_size"][i])
 
 
 class InstancesEvaluator(Evaluator):
@@ -51,7 +64,8 @@ class InstancesEvaluator(Evaluator):
                                       "single process; evaluate multi-host runs with --mode=eval in one process")
 
     def device_fn(self, state, batch):
-        return {"probabilities": jax.nn.softmax(self.task.predict(state.variables, batch["image"]), -1)}
+        probabilities = jax.nn.softmax(self.task.predict(state.variables, batch["image"]), -1)
+        return {"probabilities": native.to_native(probabilities, batch) if native.is_native(batch) else probabilities}
 
     def reset(self) -> None:
         self._metrics = metrics.InstanceMetrics()
@@ -65,11 +79,15 @@ class InstancesEvaluator(Evaluator):
 
     def process(self, outputs, batch) -> None:
         probabilities = to_host(outputs)["probabilities"]
-        flat = {k: batch[k].reshape(-1, *batch[k].shape[2:]) for k in ("image", "label", "instances", "mask")}
+        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
         ignore = int(self.data_cfg.ignore_index)
-        real = flat["mask"] > 0
-        for p, label, true, image in zip(probabilities[real], flat["label"][real], flat["instances"][real],
-                                         flat["image"][real]):
+        real = np.flatnonzero(flat["mask"] > 0)
+        for i in real:
+            p, label, true = probabilities[i], flat["label"][i], flat["instances"][i]
+            if native.is_native(flat):  # crop the padding: morphology and distances must not see it
+                size = flat["native_size"][i]
+                p, label, true = (native.crop(x, size) for x in (p, flat["native_label"][i],
+                                                                 flat["native_instances"][i]))
             ignored = label == ignore
             p = np.where(ignored[..., None], np.eye(p.shape[-1], dtype=p.dtype)[0], p)
             true = np.where(ignored, 0, true)
@@ -77,7 +95,7 @@ class InstancesEvaluator(Evaluator):
             self._metrics.add(pred, true, scores=scores)
             if len(self._pairs) < self.num_pictures:
                 self._pairs.append((true, pred))
-                self._images.append(image)
+                self._images.append(picture_image(flat, i, data_cfg=self.data_cfg))
 
     def evaluate(self) -> dict[str, float]:
         result = {_RENAMED.get(k, k): v for k, v in self._metrics.result().items()}
@@ -86,5 +104,4 @@ class InstancesEvaluator(Evaluator):
     def pictures(self) -> dict[str, np.ndarray]:
         if not self._pairs:
             return {}
-        images = data.denormalize(np.stack(self._images), self.data_cfg)
-        return {"instances": instance_picture(images, self._pairs)}
+        return {"instances": instance_picture(self._images, self._pairs)}

@@ -1,7 +1,8 @@
 """Semantic evaluators: confusion-matrix metrics, per-image mIoU and boundary accuracy; the same after a dense CRF.
 
 Statistics travel as sums psummed over devices and are normalised once, on the host, over the whole split (never
-a mean of per-batch numbers).
+a mean of per-batch numbers). Every metric is computed at each image's native resolution: with `data.eval_size` the
+logits (CRF: probabilities) are resized back to it (`native`); the pictures show the eval-size input.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seg_jax import data, metrics, visualize
+from seg_jax.evaluators import native
 from seg_jax.evaluators.base import Evaluator, summed, to_host
 from seg_jax.metrics.boundary import boundary_counts
 from seg_jax.predict.tta import is_off, tta_options, with_tta
@@ -83,8 +85,11 @@ class SemanticEvaluator(Evaluator):
         return (["mean_iou", "pixel_accuracy", "mean_dice", "per_image_mean_iou", "num_images", "boundary_accuracy"]
                 + [f"{kind}/{name}" for kind in ("iou", "dice") for name in self.class_names])
 
-    def _stats(self, prediction: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        return prediction_stats(prediction, batch, num_classes=len(self.class_names),
+    def _stats(self, values: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """`prediction_stats` of the argmax of `values` [b, h, w, N] (logits or probabilities), at each image's
+        native resolution (`native.scored`)."""
+        prediction, truth = native.scored(values, batch)
+        return prediction_stats(prediction, truth, num_classes=len(self.class_names),
                                 ignore_index=int(self.data_cfg.ignore_index),
                                 boundary_width=int(self.options["boundary_width"]))
 
@@ -95,8 +100,7 @@ class SemanticEvaluator(Evaluator):
 
     def device_fn(self, state, batch):
         logits = self.logits(state, batch["image"])
-        prediction = jnp.argmax(logits, -1).astype(jnp.int32)
-        return {**self._stats(prediction, batch), "prediction": prediction}
+        return {**self._stats(logits, batch), "prediction": jnp.argmax(logits, -1).astype(jnp.int32)}
 
     def reset(self) -> None:
         self._sums: dict[str, np.ndarray] = {}
@@ -154,6 +158,6 @@ class CRFEvaluator(SemanticEvaluator):
     def device_fn(self, state, batch):
         logits = self.logits(state, batch["image"])
         image = batch["image"] * jnp.asarray(self.data_cfg.std) + jnp.asarray(self.data_cfg.mean)
-        prediction = jnp.argmax(self.crf(logits, image), -1).astype(jnp.int32)
-        return {**self._stats(prediction, batch), "prediction": jnp.argmax(logits, -1).astype(jnp.int32),
-                "with_crf_prediction": prediction}
+        probabilities = self.crf(logits, image)  # at the eval size: the CRF's kernels see the input's pixels
+        return {**self._stats(probabilities, batch), "prediction": jnp.argmax(logits, -1).astype(jnp.int32),
+                "with_crf_prediction": jnp.argmax(probabilities, -1).astype(jnp.int32)}

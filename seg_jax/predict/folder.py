@@ -17,7 +17,7 @@ from absl import logging
 from PIL import Image
 
 from seg_jax import visualize
-from seg_jax.data.sources.folder_importer import IMAGE_SUFFIXES, FolderDatasetError, read_image
+from seg_jax.data.sources.image_files import IMAGE_SUFFIXES, FolderDatasetError, read_image
 from seg_jax.predict import outputs
 from seg_jax.predict.predictor import Prediction, Predictor, load_predictor, predict_image
 
@@ -140,7 +140,7 @@ def predict_folder(config: ml_collections.ConfigDict | None, workdir: str | path
     start = time.monotonic()
     for n, (file, paths) in enumerate(planned.items(), start=1):
         try:
-            image = read_image(str(file))
+            image = read_image(str(file), intensity=predictor.intensity)  # as the training images were read
         except FolderDatasetError as e:
             logging.error("skipped %s: %s", file, e)
             failed.append((file, str(e)))

@@ -46,7 +46,8 @@ class Predictor:
     """A restored run: `apply(variables, tiles float32 [b, T, T, 3])` is the task's `predict` (through the test-time
     augmentation `predict.tta` when it is on: log-probabilities, `seg_jax.predict.tta`), compiled (`jax.jit`);
     `align` pixels the model's input multiple (`tiling.input_multiple`); `options` the checked `predict` section;
-    `instance_options` the chosen `evals` entry's `(per_class, options)` for a semantic instance config, else None."""
+    `instance_options` the chosen `evals` entry's `(per_class, options)` for a semantic instance config, else None;
+    `intensity` the scaling of 16-bit / float images to 8 bits that the training images had (`image_intensity`)."""
 
     task_name: str
     apply: Callable[[Any, np.ndarray], Any]
@@ -58,6 +59,7 @@ class Predictor:
     std: tuple[float, ...]
     instance_options: tuple[bool, dict] | None
     step: int
+    intensity: dict | None = None
 
     def predict_tiles(self, tiles: np.ndarray) -> Any:
         """The task's outputs for tiles float32 `[b, T, T, 3]`, as numpy (semantic: logits `[b, T, T, N]`)."""
@@ -126,6 +128,19 @@ def run_config(config: ml_collections.ConfigDict | None, workdir: pathlib.Path) 
     return predict_config.with_defaults(config)
 
 
+def image_intensity(config: ml_collections.ConfigDict) -> dict | None:
+    """How new 16-bit / float images become 8-bit (`data.sources.image_files.read_image`): for a folder dataset the
+    scaling stored with its conversion (`data.folder.intensity` when the conversion is not on this machine), else
+    None (such images are refused)."""
+    if config.data.name != "folder":
+        return None
+    from seg_jax.data.sources import folder_importer
+    path = folder_importer.dataset_dir(config.data.data_dir, config.data.variant)
+    if folder_importer.folder_record.stored_record(path) is not None:
+        return folder_importer.stored_intensity(path)
+    return folder_importer.intensity_option(config.data.folder.get("intensity", None))
+
+
 def _class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     try:
         return data.class_names(config.data)
@@ -159,7 +174,7 @@ def _assembled(config: ml_collections.ConfigDict, exp, *, class_names: tuple[str
                      variables=jax.device_put(variables), align=align, options=config.predict,
                      class_names=class_names, mean=tuple(config.data.mean), std=tuple(config.data.std),
                      instance_options=instance_options(config) if exp.task.name == "semantic" else None,
-                     step=int(step))
+                     step=int(step), intensity=image_intensity(config))
 
 
 def load_predictor(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Path, *,

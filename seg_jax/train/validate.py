@@ -94,6 +94,16 @@ def _one_of(config: Any, field: str, valid: Sequence[Any]) -> None:
         raise ConfigError(field, f"{value!r} is not one of {', '.join(map(repr, valid))}")
 
 
+def _intensity(config: Any) -> None:
+    """`data.folder.intensity` (method, low, high) as the folder converter checks it."""
+    from seg_jax.data.sources.image_files import FolderDatasetError, intensity_scaling
+    intensity = config.data.get("folder", {}).get("intensity", None) or {}
+    try:
+        intensity_scaling(*(intensity.get(key, None) for key in ("method", "low", "high")))
+    except FolderDatasetError as e:
+        raise ConfigError("data.folder.intensity", str(e)) from None
+
+
 def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, process_count: int,
                     training: bool = True) -> None:
     """Checks everything about `config` that needs no data files: positive sizes, batch sizes divisible by
@@ -112,6 +122,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, proc
     _size(config, "data.crop_size")
     _size(config, "data.eval_size", optional=True)
     _one_of(config, "data.targets", ("semantic", "border"))
+    _intensity(config)
     for field in ("data.mean", "data.std"):
         value = _get(config, field)
         if not isinstance(value, (tuple, list)) or len(value) != 3 or (field == "data.std" and min(value) <= 0):

@@ -25,7 +25,8 @@ MODEL_FIELDS = ("model.", "task", "crf_layer.", "data.name", "data.variant", "da
 # Fields added to every config after runs were saved, with the value that changes nothing: a saved config without
 # one compares as if it had that value, so older runs resume and evaluate as before.
 ADDED_DEFAULTS = {"model.pretrained": None, "model.pretrained_normalization": "imagenet", "model.freeze_bn": False,
-                  "model.freeze_stages": 0}
+                  "model.freeze_stages": 0, "data.folder.intensity.method": None, "data.folder.intensity.low": None,
+                  "data.folder.intensity.high": None}
 
 
 class FinishedRunError(RuntimeError):

@@ -90,6 +90,27 @@ def label_statistics(examples: Sequence[Mapping[str, Any]], *, num_classes: int,
     return total
 
 
+def _image_size(example: Mapping[str, Any]) -> np.ndarray:
+    return np.asarray(np.shape(example["image"])[:2], np.int64)
+
+
+def max_image_size(examples: Sequence[Mapping[str, Any]], *, num_threads: int) -> tuple[int, int]:
+    """(largest height, largest width) in px over random-access examples with `image` [H, W, ...] (the two maxima
+    may come from different images); one pass with `num_threads` grain reader threads (at least 1).
+
+    Raises:
+        ValueError: no examples.
+    """
+    if not len(examples):
+        raise ValueError("max_image_size of no examples")
+    ds = grain.MapDataset.source(examples).map(_image_size)
+    threads = max(num_threads, 1)
+    largest = np.zeros(2, np.int64)
+    for size in ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads)):
+        largest = np.maximum(largest, size)
+    return int(largest[0]), int(largest[1])
+
+
 def class_weights_from_counts(counts: Any, *, method: str, present_image_pixels: Any = None) -> np.ndarray:
     """Per-class loss weights, float32 [N], from pixel counts n [N] (and, for "median_frequency", the
     labelled pixels P [N] of the images in which each class is present: `LabelStatistics`).

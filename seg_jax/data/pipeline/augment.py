@@ -101,14 +101,18 @@ def crop_and_flip(example: dict[str, Any], params: CropParams, *, crop_size: Seq
     return out
 
 
-def fit_and_pad(example: dict[str, Any], size: Sequence[int], *, ignore_index: int) -> dict[str, Any]:
-    """Eval geometry: shrink to fit inside `size` = (height, width) if larger (aspect ratio kept),
-    then pad bottom/right to exactly `size`."""
-    height, width = example["image"].shape[:2]
+def fitted_size(height: int, width: int, size: Sequence[int]) -> tuple[int, int]:
+    """(height, width) px of a `height` x `width` image shrunk to fit inside `size` if larger (aspect kept)."""
     scale = min(size[0] / height, size[1] / width, 1.0)
-    if scale < 1.0:
-        fitted = scaled_size(height, width, scale)
-        example = resize(example, (min(fitted[0], size[0]), min(fitted[1], size[1])))
+    if scale >= 1.0:
+        return height, width
+    fitted = scaled_size(height, width, scale)
+    return min(fitted[0], size[0]), min(fitted[1], size[1])
+
+
+def fit_and_pad(example: dict[str, Any], size: Sequence[int], *, ignore_index: int) -> dict[str, Any]:
+    """Eval geometry: shrink to `fitted_size` (aspect ratio kept), then pad bottom/right to exactly `size`."""
+    example = resize(example, fitted_size(*example["image"].shape[:2], size))
     return pad(example, tuple(size), ignore_index=ignore_index)
 
 

@@ -84,10 +84,30 @@ class TrainTransform:
         return _finish(example, mean=self.mean, std=self.std, ignore_index=self.ignore_index)
 
 
+def native_truth(example: dict[str, Any], *, native_size: tuple[int, int], eval_size: Sequence[int],
+                 ignore_index: int) -> dict[str, np.ndarray]:
+    """The untouched truth of a canonical example for scoring at its native resolution (`evaluators.native`):
+    native_label int32 [H, W] padded with `ignore_index`, native_instances int32 [H, W] padded with 0 (when the
+    example has instances), native_size and fitted_size int32 [2] (px), (H, W) = `native_size` (the split's
+    largest image)."""
+    label = example["label"].astype(np.int32)
+    if ignore_index != labels.STORED_IGNORE:
+        label = np.where(label == labels.STORED_IGNORE, ignore_index, label).astype(np.int32)
+    height, width = label.shape
+    extra = ((0, native_size[0] - height), (0, native_size[1] - width))
+    out = {"native_label": np.pad(label, extra, constant_values=ignore_index),
+           "native_size": np.asarray([height, width], np.int32),
+           "fitted_size": np.asarray(augment.fitted_size(height, width, eval_size), np.int32)}
+    if "instances" in example:
+        out["native_instances"] = np.pad(example["instances"].astype(np.int32), extra)
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalTransform:
     """grain map with index: position, canonical example -> batch element with `mask` and `index`.
 
+    With `eval_size`, also the `native_truth` keys, padded to `native_size` (the split's largest image).
     Positions >= num_examples are padding: mask 0, index -1, label all ignore, weights 0, instances 0.
     """
 
@@ -96,20 +116,26 @@ class EvalTransform:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     ignore_index: int
+    native_size: tuple[int, int] | None = None
 
     def __call__(self, position: int, example: dict[str, Any]) -> dict[str, np.ndarray]:
         example = _with_weights(example)
+        native = {}
         if self.eval_size is not None:
+            if self.native_size is not None:
+                native = native_truth(example, native_size=self.native_size, eval_size=self.eval_size,
+                                      ignore_index=self.ignore_index)
             example = augment.fit_and_pad(example, self.eval_size, ignore_index=self.ignore_index)
-        out = _finish(example, mean=self.mean, std=self.std, ignore_index=self.ignore_index)
+        out = {**_finish(example, mean=self.mean, std=self.std, ignore_index=self.ignore_index), **native}
         real = position < self.num_examples
         out["mask"] = np.float32(real)
         out["index"] = np.int32(position if real else -1)
         if not real:
             out["label"] = np.full_like(out["label"], self.ignore_index)
             out["weights"] = np.zeros_like(out["weights"])
-            if "instances" in out:
-                out["instances"] = np.zeros_like(out["instances"])
+            for key, fill in (("instances", 0), ("native_label", self.ignore_index), ("native_instances", 0)):
+                if key in out:
+                    out[key] = np.full_like(out[key], fill)
         return out
 
 
@@ -200,16 +226,22 @@ def eval_batches(dataset: Dataset, *, split: str, global_batch_size: int, num_lo
     Keys as in `train_batches` plus mask float32 [D, b] (1 real, 0 padding) and index int32 [D, b]
     (position in the split, -1 for padding); padded rows have label = ignore, weights 0 and instances 0.
     `instances` are the true instance ids whatever `data.targets` is, for instance metrics.
-    Spatial size: native (all images must share it) or data.eval_size. Examples are checked as in training.
+    Spatial size: native (all images must share it) or data.eval_size. With data.eval_size, also the untouched
+    truth for scoring at native resolution (`native_truth`): native_label int32 [D, b, H, W] (padded with ignore),
+    native_instances int32 [D, b, H, W] (padded with 0; datasets with instances), native_size and fitted_size
+    int32 [D, b, 2], (H, W) the largest image size of the split (`Dataset.max_image_size`).
+    Examples are checked as in training.
     """
     _check_process(process_index, process_count)
     per_device_batch_size(global_batch_size, process_count=process_count, num_local_devices=num_local_devices)
     data_cfg = dataset.config
     source = _checked_source(dataset, split)
     total = num_eval_batches(len(source), global_batch_size) * global_batch_size
+    eval_size = tuple(data_cfg.eval_size) if data_cfg.eval_size else None
     transform = EvalTransform(
-        num_examples=len(source), eval_size=tuple(data_cfg.eval_size) if data_cfg.eval_size else None,
-        mean=tuple(data_cfg.mean), std=tuple(data_cfg.std), ignore_index=int(data_cfg.ignore_index))
+        num_examples=len(source), eval_size=eval_size, mean=tuple(data_cfg.mean), std=tuple(data_cfg.std),
+        ignore_index=int(data_cfg.ignore_index),
+        native_size=dataset.max_image_size(split) if eval_size and len(source) else None)
     ds = grain.MapDataset.source(source).repeat(max(1, math.ceil(total / max(len(source), 1))))[:total]
     ds = _shards(ds.map_with_index(transform), rows=global_batch_size // process_count, first=0,
                  process_index=process_index, process_count=process_count, num_local_devices=num_local_devices)

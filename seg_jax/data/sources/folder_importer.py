@@ -1,13 +1,14 @@
 """`folder`: a user's own images and label PNGs, converted once into our TFDS format.
 
-Layout: `images/` (PNG, JPEG, TIFF or BMP), `labels/` (8-bit single-channel PNG class maps, mode
-L, P or 1; 255 = ignore) and optionally `instances/` (16-bit PNG instance ids, 0 = background),
+Layout: `images/` (PNG, JPEG, TIFF or BMP; 16-bit and float images scaled to 8 bits by the conversion's
+intensity scaling, `image_files`), `labels/` (single-channel PNG or TIFF class maps, 8 or 16 bit; 255 =
+ignore; JPEG refused: lossy) and optionally `instances/` (8/16-bit PNG or TIFF instance ids, 0 = background),
 paired by file stem (`images/a.jpg` <-> `labels/a.png`). The result lives in
 `<data_dir>/seg_jax_folder/<variant>/1.0.0/` with splits `train` and `validation` (no `validation` when
-`val_fraction` is 0 or there is one image); class names and the conversion's record (its arguments and a
-fingerprint of the source files, `folder_record`) are stored with it. Converting into a place that holds
-another conversion is refused unless `overwrite=True`. Every problem a user can cause raises
-`FolderDatasetError` naming the file, or the fields that differ.
+`val_fraction` is 0 or there is one image); class names and the conversion's record (its arguments, the intensity
+scaling that prediction applies again, and a fingerprint of the source files, `folder_record`) are stored with
+it. Converting into a place that holds another conversion is refused unless `overwrite=True`. Every problem a
+user can cause raises `FolderDatasetError` naming the file, or the fields that differ.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import json
 import logging
 import os
 import shutil
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -26,19 +27,12 @@ from PIL import Image, UnidentifiedImageError
 
 from seg_jax import labels as label_rules
 from seg_jax.data.sources import folder_record, tfds_format
+from seg_jax.data.sources.image_files import (IMAGE_SUFFIXES, LABEL_SUFFIXES, LOSSY_LABEL_REASON, LOSSY_SUFFIXES,
+                                              FolderDatasetError, intensity_scaling, read_image, read_map)
 
 BUILDER_NAME = "seg_jax_folder"
 _LOG = logging.getLogger(__name__)  # the CLI prints these records; training runs log them
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-LABEL_SUFFIXES = (".png",)
-_IMAGE_MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr")
-_LABEL_MODES = ("1", "L", "P")
-_INSTANCE_MODES = ("1", "L", "P", "I;16", "I;16L", "I;16B", "I")
 _ALPHA_MODES = ("LA", "PA", "RGBA")
-
-
-class FolderDatasetError(ValueError):
-    """A problem with the user's image/label folders; the message names the file at fault."""
 
 
 class ConversionMismatchError(FolderDatasetError):
@@ -65,12 +59,16 @@ class FilePair:
     instances: str | None = None
 
 
-def _files_by_stem(directory: str, suffixes: Sequence[str]) -> dict[str, str]:
+def _files_by_stem(directory: str, suffixes: Sequence[str], *, maps: str | None = None) -> dict[str, str]:
+    """Files of `directory` with one of `suffixes` by stem; for label / instance maps (`maps` names them), a JPEG is
+    refused with the reason."""
     if not os.path.isdir(directory):
         raise FolderDatasetError(f"not a directory: {directory!r}")
     found: dict[str, str] = {}
     for name in sorted(os.listdir(directory)):
         stem, suffix = os.path.splitext(name)
+        if maps and suffix.lower() in LOSSY_SUFFIXES:
+            raise FolderDatasetError(f"{maps} {os.path.join(directory, name)!r} is a JPEG: {LOSSY_LABEL_REASON}")
         if suffix.lower() not in suffixes:
             continue
         path = os.path.join(directory, name)
@@ -87,15 +85,16 @@ def pair_files(images_dir: str, labels_dir: str, instances_dir: str | None = Non
         FolderDatasetError: a directory is missing or empty, or a file has no partner.
     """
     images = _files_by_stem(images_dir, IMAGE_SUFFIXES)
-    labels = _files_by_stem(labels_dir, LABEL_SUFFIXES)
-    instances = _files_by_stem(instances_dir, LABEL_SUFFIXES) if instances_dir else None
+    labels = _files_by_stem(labels_dir, LABEL_SUFFIXES, maps="label")
+    instances = _files_by_stem(instances_dir, LABEL_SUFFIXES, maps="instance map") if instances_dir else None
     if not images:
         raise FolderDatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir!r}")
     for stem, path in images.items():
         if stem not in labels:
-            raise FolderDatasetError(f"image {path!r} has no label {stem}.png in {labels_dir!r}")
+            raise FolderDatasetError(f"image {path!r} has no label {stem}.png (or .tif) in {labels_dir!r}")
         if instances is not None and stem not in instances:
-            raise FolderDatasetError(f"image {path!r} has no instance map {stem}.png in {instances_dir!r}")
+            raise FolderDatasetError(f"image {path!r} has no instance map {stem}.png (or .tif) in "
+                                     f"{instances_dir!r}")
     for others, directory in ((labels, images_dir), (instances or {}, images_dir)):
         for stem, path in others.items():
             if stem not in images:
@@ -103,45 +102,29 @@ def pair_files(images_dir: str, labels_dir: str, instances_dir: str | None = Non
     return [FilePair(s, images[s], labels[s], instances[s] if instances else None) for s in sorted(images)]
 
 
-def _open(path: str, modes: Sequence[str], what: str) -> Image.Image:
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = opened.copy()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
-        raise FolderDatasetError(f"cannot read {what} {path!r}: {error}") from None
-    if image.mode not in modes:
-        raise FolderDatasetError(f"{what} {path!r} has mode {image.mode}; expected one of {', '.join(modes)}")
-    return image
-
-
-def read_image(path: str) -> np.ndarray:
-    """uint8 [H, W, 3] RGB pixels of an 8-bit image file (grey and palette images are expanded)."""
-    return np.asarray(_open(path, _IMAGE_MODES, "image").convert("RGB"), dtype=np.uint8)
-
-
 def read_label(path: str, *, num_classes: int, ignore_index: int = label_rules.STORED_IGNORE) -> np.ndarray:
-    """uint8 [H, W] class ids of an 8-bit single-channel PNG; values in [0, num_classes) or ignore."""
-    label = np.asarray(_open(path, _LABEL_MODES, "label")).astype(np.uint8)
+    """uint8 [H, W] class ids of a single-channel PNG or TIFF (8 or 16 bit); values in [0, num_classes) or ignore."""
+    label = read_map(path, what="label")
     bad = label_rules.out_of_range(label, num_classes=num_classes, ignore_index=ignore_index)
     if bad.size:
         raise FolderDatasetError(f"label {path!r} has values {bad[:10].tolist()} outside [0, {num_classes}) "
                                  f"(only {ignore_index} = ignore is allowed besides)")
-    return label
+    return label.astype(np.uint8)
 
 
 def read_instances(path: str) -> np.ndarray:
-    """uint16 [H, W] instance ids (0 = background) of a 16-bit (or 8-bit) PNG, read with Pillow."""
-    ids = np.asarray(_open(path, _INSTANCE_MODES, "instance map")).astype(np.int64)
+    """uint16 [H, W] instance ids (0 = background) of an 8/16-bit PNG or an integer TIFF."""
+    ids = read_map(path, what="instance map")
     if ids.min() < 0 or ids.max() > np.iinfo(np.uint16).max:
         raise FolderDatasetError(f"instance map {path!r} has ids outside [0, 65535]")
     return ids.astype(np.uint16)
 
 
-def read_pair(pair: FilePair, *, num_classes: int,
-              ignore_index: int = label_rules.STORED_IGNORE) -> dict[str, np.ndarray]:
-    """The decoded example of `pair`: image [H, W, 3], label [H, W], optional instances [H, W]."""
-    example = {"image": read_image(pair.image),
+def read_pair(pair: FilePair, *, num_classes: int, ignore_index: int = label_rules.STORED_IGNORE,
+              intensity: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """The decoded example of `pair`: image uint8 [H, W, 3] (scaled by `intensity` when it is not 8-bit,
+    `image_files.read_image`), label [H, W], optional instances [H, W]."""
+    example = {"image": read_image(pair.image, intensity=intensity),
                "label": read_label(pair.label, num_classes=num_classes, ignore_index=ignore_index)}
     if pair.instances:
         example["instances"] = read_instances(pair.instances)
@@ -188,12 +171,14 @@ class FolderBuilder(tfds_format.StoredBuilder, skip_registration=True):
     name = BUILDER_NAME
 
     def __init__(self, *, splits: dict[str, list[FilePair]], num_classes: int, class_names: Sequence[str],
-                 ignore_index: int = label_rules.STORED_IGNORE, record: dict[str, Any] | None = None, **kwargs):
+                 ignore_index: int = label_rules.STORED_IGNORE, record: dict[str, Any] | None = None,
+                 intensity: dict[str, Any] | None = None, **kwargs):
         self._splits = {split: pairs for split, pairs in splits.items() if pairs}  # TFDS refuses empty splits
         self._num_classes = num_classes
         self._class_names = tuple(class_names)
         self._ignore_index = ignore_index
         self._record = record
+        self._intensity = intensity
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -216,7 +201,8 @@ class FolderBuilder(tfds_format.StoredBuilder, skip_registration=True):
 
     def _generate_examples(self, pairs: list[FilePair]):
         for pair in pairs:
-            example = read_pair(pair, num_classes=self._num_classes, ignore_index=self._ignore_index)
+            example = read_pair(pair, num_classes=self._num_classes, ignore_index=self._ignore_index,
+                                intensity=self._intensity)
             yield pair.stem, tfds_format.stored_example(
                 image=example["image"], label=example["label"], instances=example.get("instances"),
                 example_id=pair.stem)
@@ -274,7 +260,7 @@ def _remove_derived(data_dir: str, variant: str) -> None:
 def convert_folder(*, images: str, labels: str, num_classes: int, out: str, instances: str | None = None,
                    class_names: Sequence[str] | None = None, val_fraction: float = 0.1, seed: int = 0,
                    variant: str = "default", ignore_index: int = label_rules.STORED_IGNORE,
-                   overwrite: bool = False) -> Conversion:
+                   intensity: Mapping[str, Any] | None = None, overwrite: bool = False) -> Conversion:
     """Converts image/label(/instance) folders into our TFDS format under data dir `out`.
 
     Every file is checked while it is written; on the first problem nothing is kept and a
@@ -293,17 +279,21 @@ def convert_folder(*, images: str, labels: str, num_classes: int, out: str, inst
         val_fraction: share of images put in the `validation` split, in [0, 1); 0 (or a single image)
             writes no `validation` split.
         seed: seeds the train/validation split.
+        intensity: how images that are not 8-bit (16-bit, float) become uint8: `{"method": "percentile" |
+            "range", "low": ..., "high": ...}` (`image_files.intensity_scaling`; percentiles default to 1 and 99.8),
+            recorded with the dataset so that prediction scales new images alike; None: such images are refused.
         overwrite: replace a different conversion in the same place instead of refusing.
     Returns:
         A `Conversion`: the dataset directory `<out>/seg_jax_folder/<variant>/1.0.0`, the split sizes and
         whether anything was written.
     """
     names = _class_names(num_classes, class_names)
+    scaling = intensity_option(intensity)
     pairs = pair_files(images, labels, instances)
     splits = split_pairs(pairs, val_fraction=val_fraction, seed=seed)
     record = folder_record.make_record(pairs=pairs, images=images, labels=labels, instances=instances,
                                        num_classes=num_classes, class_names=names, val_fraction=val_fraction,
-                                       seed=seed, ignore_index=ignore_index)
+                                       seed=seed, ignore_index=ignore_index, intensity=scaling)
     path = dataset_dir(out, variant)
     old = folder_record.stored_record(path)
     if old is not None:
@@ -327,13 +317,31 @@ def convert_folder(*, images: str, labels: str, num_classes: int, out: str, inst
                   f"{len(pairs)} image(s) cannot be split at val_fraction {val_fraction}")
     with tfds_format.quiet_preparation():
         builder = FolderBuilder(splits=splits, num_classes=num_classes, class_names=names,
-                                ignore_index=ignore_index, record=record, data_dir=os.path.expanduser(out),
+                                ignore_index=ignore_index, record=record, intensity=scaling,
+                                data_dir=os.path.expanduser(out),
                                 config=tfds.core.BuilderConfig(name=variant), file_format="array_record")
         with _set_aside(path, keep=old is None):
             tfds_format.build(builder)
     if old is not None:
         _remove_derived(out, variant)
     return Conversion(path, _split_sizes(splits), written=True)
+
+
+def intensity_option(intensity: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The checked intensity scaling of the `intensity` option (None, or a mapping with method, low, high)."""
+    if not intensity:
+        return None
+    intensity = dict(intensity.to_dict() if hasattr(intensity, "to_dict") else intensity)
+    unknown = sorted(set(intensity) - {"method", "low", "high"})
+    if unknown:
+        raise FolderDatasetError(f"unknown intensity option(s) {', '.join(unknown)}; valid: method, low, high")
+    return intensity_scaling(intensity.get("method"), intensity.get("low"), intensity.get("high"))
+
+
+def stored_intensity(path: str) -> dict[str, Any] | None:
+    """The intensity scaling recorded in the converted dataset directory `path` (`dataset_dir`): what
+    `image_files.read_image` must apply to new images; None when none was set, or `path` holds no conversion."""
+    return (folder_record.stored_record(path) or {}).get("intensity")
 
 
 def check_config(path: str, *, num_classes: int | None, class_names: Sequence[str] | None,
@@ -344,7 +352,8 @@ def check_config(path: str, *, num_classes: int | None, class_names: Sequence[st
         path: a converted dataset directory (`dataset_dir`).
         num_classes, class_names: `data.folder.num_classes` / `class_names`; None = not set, not compared.
         sources: when `data.folder.images`/`labels` are set, the other conversion arguments (keys `images`,
-            `labels`, `instances`, `val_fraction`, `seed`, optional `ignore_index`), compared with the stored record;
+            `labels`, `instances`, `val_fraction`, `seed`, optional `ignore_index` and `intensity`), compared with the
+            stored record (`intensity` only when set);
             the source fingerprint only where the directories exist (a copied dataset needs no sources).
     Raises:
         ConversionMismatchError: naming each field that differs, stored value → configured value.
@@ -357,7 +366,8 @@ def check_config(path: str, *, num_classes: int | None, class_names: Sequence[st
     if sources and metadata.get("conversion"):
         asked.update(val_fraction=float(sources["val_fraction"]), seed=int(sources["seed"]),
                      instances=bool(sources["instances"]),
-                     ignore_index=int(sources.get("ignore_index", label_rules.STORED_IGNORE)))
+                     ignore_index=int(sources.get("ignore_index", label_rules.STORED_IGNORE)),
+                     intensity=intensity_option(sources.get("intensity")))
         if all(os.path.isdir(os.path.expanduser(sources[key])) for key in ("images", "labels")):
             pairs = pair_files(sources["images"], sources["labels"], sources["instances"])
             asked.update(folder_record.source_fields(pairs=pairs, images=sources["images"],

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 RECORD_FORMAT = 1
 # The fields that make two conversions the same dataset, in the order differences are reported.
 IDENTITY_FIELDS = ("num_classes", "class_names", "val_fraction", "seed", "instances", "ignore_index",
-                   "num_files", "sources_sha256")
+                   "intensity", "num_files", "sources_sha256")
 _DIR_FIELDS = ("images_dir", "labels_dir", "instances_dir")
 
 
@@ -54,11 +54,14 @@ def source_fields(*, pairs: Sequence[Any], images: str, labels: str, instances: 
 
 
 def make_record(*, pairs: Sequence[Any], images: str, labels: str, instances: str | None, num_classes: int,
-                class_names: Sequence[str], val_fraction: float, seed: int, ignore_index: int) -> dict[str, Any]:
-    """The JSON-able record of one conversion (arguments, source directories, source fingerprint)."""
+                class_names: Sequence[str], val_fraction: float, seed: int, ignore_index: int,
+                intensity: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON-able record of one conversion (arguments, source directories, source fingerprint). `intensity`: the
+    checked scaling of images that are not 8-bit (`image_files.intensity_scaling`), None when not set (a record
+    made before it existed reads as None too)."""
     return {"format": RECORD_FORMAT, "num_classes": int(num_classes), "class_names": list(class_names),
             "val_fraction": float(val_fraction), "seed": int(seed), "instances": bool(instances),
-            "ignore_index": int(ignore_index),
+            "ignore_index": int(ignore_index), "intensity": dict(intensity) if intensity else None,
             **source_fields(pairs=pairs, images=images, labels=labels, instances=instances)}
 
 
