@@ -58,20 +58,20 @@ def shift_hue(image: np.ndarray, delta: float) -> np.ndarray:
     image = _float(image)
     if is_grey(image):
         return _clip(image)
-    rgb = image.astype(np.float64) / 255.0
+    rgb = image / np.float32(255.0)
     value, low = rgb.max(axis=-1), rgb.min(axis=-1)
     spread = value - low
-    safe = np.where(spread > 0, spread, 1.0)
+    safe = np.where(spread > 0, spread, 1)
     red, green, blue = (rgb[..., c] for c in range(3))
     # colorsys.rgb_to_hsv, vectorised: the sector of the largest channel, then the offset within it.
     hue = np.where(value == red, (green - blue) / safe,
-                   np.where(value == green, 2.0 + (blue - red) / safe, 4.0 + (red - green) / safe))
-    hue = (hue / 6.0 + delta) % 1.0
-    saturation = spread / np.where(value > 0, value, 1.0)
+                   np.where(value == green, 2 + (blue - red) / safe, 4 + (red - green) / safe))
+    hue = (hue / 6 + np.float32(delta)) % 1
+    saturation = spread / np.where(value > 0, value, 1)
     # HSV -> RGB in closed form: channel n in (5, 3, 1) is v (1 - s clip(min(k, 4 - k), 0, 1)), k = (n + 6 h) mod 6.
-    k = (np.array([5.0, 3.0, 1.0]) + 6.0 * hue[..., None]) % 6.0
-    out = value[..., None] * (1.0 - saturation[..., None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0))
-    return _clip(out * 255.0)
+    k = (np.array([5.0, 3.0, 1.0], np.float32) + np.float32(6.0) * hue[..., None]) % np.float32(6.0)
+    out = value[..., None] * (1 - saturation[..., None] * np.clip(np.minimum(k, 4 - k), 0, 1))
+    return _clip(out * np.float32(255.0))
 
 
 def adjust_gamma(image: np.ndarray, gamma: float) -> np.ndarray:

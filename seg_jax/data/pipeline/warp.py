@@ -42,17 +42,23 @@ def rotate_points(points: Points, *, degrees: float, size: tuple[int, int]) -> P
     return centre_row - source_y, centre_col + source_x
 
 
+def _cardinal_splines(count: int, length: int) -> np.ndarray:
+    """float64 [length, count]: the cubic (at most order count - 1) interpolating spline through `count` control
+    points spanning `length` pixels, as a matrix: column i is the spline through the unit impulse at point i."""
+    where = np.linspace(0, count - 1, length)[None]
+    order = min(3, count - 1)  # a spline of order k needs k + 1 points
+    return np.stack([ndimage.map_coordinates(impulse, where, order=order, mode="nearest")
+                     for impulse in np.eye(count)], axis=-1)
+
+
 def elastic_field(displacements: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """float64 [2, h, w] per-pixel (row, col) displacements in pixels from `displacements` [2, g, g] given at a
     g x g grid of control points whose outer ones sit on the corner pixels of an image of `size` = (h, w),
     interpolated by a cubic spline (the U-Net paper's bicubic interpolation of a coarse grid)."""
-    grid_rows, grid_cols = displacements.shape[1:]
-    rows = np.linspace(0, grid_rows - 1, size[0])
-    cols = np.linspace(0, grid_cols - 1, size[1])
-    where = np.stack(np.meshgrid(rows, cols, indexing="ij"))
-    order = min(3, grid_rows - 1, grid_cols - 1)  # a spline of order k needs k + 1 points per axis
-    return np.stack([ndimage.map_coordinates(d.astype(np.float64), where, order=order, mode="nearest")
-                     for d in displacements])
+    # The 2-D spline is the tensor product of 1-D ones: rows (h x g) @ grid (g x g) @ cols (g x w).
+    rows = _cardinal_splines(displacements.shape[1], size[0])
+    cols = _cardinal_splines(displacements.shape[2], size[1])
+    return np.einsum("hi,dij,wj->dhw", rows, displacements.astype(np.float64), cols)
 
 
 def elastic_points(points: Points, displacements: np.ndarray, *, size: tuple[int, int]) -> Points:
@@ -70,30 +76,25 @@ def resample(example: dict[str, Any], points: Points, *, ignore_index: int) -> d
     outside = (near_rows < 0) | (near_rows >= height) | (near_cols < 0) | (near_cols >= width)
     near_rows, near_cols = np.clip(near_rows, 0, height - 1), np.clip(near_cols, 0, width - 1)
     out = dict(example)
+    flat_index = near_rows * width + near_cols
     for key in SPATIAL_KEYS:
         if key not in out:
             continue
         if key == "image":
             value = _bilinear(out[key], rows, cols)
-        else:
-            value = out[key][near_rows, near_cols]
+        else:  # a flat take: several times faster than indexing with two arrays
+            value = np.take(out[key].reshape((height * width,) + out[key].shape[2:]), flat_index, axis=0)
         value[outside] = ignore_index if key == "label" else 0
         out[key] = value
     return out
 
 
 def _bilinear(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """image [H, W, C] sampled at (rows, cols) [h, w] with the edge pixels extended (outside is masked after)."""
-    height, width = image.shape[:2]
-    rows = np.clip(rows, 0, height - 1).astype(np.float32)
-    cols = np.clip(cols, 0, width - 1).astype(np.float32)
-    top, left = rows.astype(np.intp), cols.astype(np.intp)  # floor: the coordinates are >= 0
-    bottom, right = np.minimum(top + 1, height - 1), np.minimum(left + 1, width - 1)
-    down, across = (rows - top)[..., None], (cols - left)[..., None]
-    pixels = image.astype(np.float32)
-    upper = pixels[top, left] + (pixels[top, right] - pixels[top, left]) * across
-    lower = pixels[bottom, left] + (pixels[bottom, right] - pixels[bottom, left]) * across
-    value = upper + (lower - upper) * down
+    """image [H, W, C] sampled bilinearly at (rows, cols) [h, w], the edge pixels extended (outside is masked
+    after); a uint8 image is rounded back to uint8."""
+    where = np.stack([rows, cols])
+    value = np.stack([ndimage.map_coordinates(image[..., c], where, order=1, mode="nearest", output=np.float32)
+                      for c in range(image.shape[-1])], axis=-1)
     if image.dtype == np.uint8:
         return np.clip(np.rint(value), 0, 255).astype(np.uint8)
     return value.astype(image.dtype)
