@@ -30,6 +30,15 @@ pipeline (workers 0 was faster in one run, slower in the other), won the loop by
 machine's noise) and take 6–9 s to start, so they are no clear win for the default config at 2 cores; measure
 again on an idle machine before changing `data.num_workers`. Where the step runs on an accelerator and the host has
 spare cores, worker processes are what scales the pipeline.
+
+Augmentation (`data.augment`; 2026-12-02, the same CPU under a load average of ~12, so only ratios within a run
+mean much). The pipeline line alone, 3 interleaved rounds of the code before `data.augment` (0f9377d), this code at
+its defaults, and this code with the microscopy set (vflip, rot90, elastic p 0.5 alpha 3 px, intensity / brightness /
+contrast / gamma p 0.5, blur / Gaussian / Poisson noise p 0.2; the overrides are in the README), workers 0:
+default.py 92 / 92 / 54 images/s (medians; ratios to before 1.00 / 0.58), nuclei.py:ce_cc 88 / 79 / 53 (0.92 / 0.62;
+round-to-round 0.74-1.12 at the defaults, i.e. noise: the default path draws and computes what it did). Whole runs on
+nuclei.py:ce_cc: pipeline / step 9.6 at the defaults and 4.3 with the microscopy set (pipeline 45 images/s, step 10.6),
+loop / step 0.87 and 0.90: the set still keeps the input off the step's critical path, with less margin.
 """
 from __future__ import annotations
 
