@@ -2,6 +2,7 @@
 
     python -m benchmarks.input_pipeline                                    # experiments/default.py, workers 0 and 2
     python -m benchmarks.input_pipeline --config=experiments/nuclei.py --workers=0,1,2 --batches=200
+    python -m benchmarks.input_pipeline --workers=0 --set=data.augment.elastic.p=0.5 --set=data.augment.rot90=True
 
 Three measurements, in one process, one after the other (only their ratios within one run mean much on a shared
 CPU):
@@ -29,19 +30,29 @@ pipeline (workers 0 was faster in one run, slower in the other), won the loop by
 machine's noise) and take 6–9 s to start, so they are no clear win for the default config at 2 cores; measure
 again on an idle machine before changing `data.num_workers`. Where the step runs on an accelerator and the host has
 spare cores, worker processes are what scales the pipeline.
+
+Augmentation (`data.augment`; 2026-12-02, the same CPU under a load average of ~12, so only ratios within a run
+mean much). The pipeline line alone, 3 interleaved rounds of the code before `data.augment` (0f9377d), this code at
+its defaults, and this code with the microscopy set (vflip, rot90, elastic p 0.5 alpha 3 px, intensity / brightness /
+contrast / gamma p 0.5, blur / Gaussian / Poisson noise p 0.2; the overrides are in the README), workers 0:
+default.py 92 / 92 / 54 images/s (medians; ratios to before 1.00 / 0.58), nuclei.py:ce_cc 88 / 79 / 53 (0.92 / 0.62;
+round-to-round 0.74-1.12 at the defaults, i.e. noise: the default path draws and computes what it did). Whole runs on
+nuclei.py:ce_cc: pipeline / step 9.6 at the defaults and 4.3 with the microscopy set (pipeline 45 images/s, step 10.6),
+loop / step 0.87 and 0.90: the set still keeps the input off the step's critical path, with less margin.
 """
 from __future__ import annotations
 
+import ast
 import json
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import jax
 from absl import app, flags
 
 from benchmarks import step_timing
 from seg_jax import data
-from seg_jax.studies.spec import load_config
+from seg_jax.studies.spec import load_config, set_field
 from seg_jax.train.experiment import build_experiment
 
 _CONFIG = flags.DEFINE_string("config", "experiments/default.py", "Experiment config file[:arg].")
@@ -49,6 +60,8 @@ _WORKERS = flags.DEFINE_list("workers", ["0", "2"], "grain worker process counts
 _WARMUP = flags.DEFINE_integer("warmup_batches", 10, "Untimed batches first (worker start-up, first file reads).")
 _BATCHES = flags.DEFINE_integer("batches", 150, "Timed pipeline batches per worker count.")
 _STEPS = flags.DEFINE_integer("steps", 60, "Timed train steps (step alone, and the loop per worker count).")
+_SET = flags.DEFINE_multi_string("set", [], "A config override dotted.field=value (a Python literal, else a string), "
+                                            "e.g. data.augment.blur.p=0.5; repeatable.")
 _GOAL = 3.0  # issue 11: the pipeline must deliver at least 3× what the step consumes
 
 
@@ -71,13 +84,31 @@ def _batches(config, *, workers: int, example_map) -> Iterator[dict]:
                               example_map=example_map)
 
 
-def measure(spec: str, *, workers: list[int], warmup: int, batches: int, steps: int) -> list[dict]:
-    """The pipeline, step and loop lines, then the ratio lines, of config `spec` (see the module docstring)."""
+def parse_overrides(items: Sequence[str]) -> dict:
+    """`["data.augment.blur.p=0.5", "data.name=nuclei"]` -> {"data.augment.blur.p": 0.5, "data.name": "nuclei"}."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or "." not in key:
+            raise app.UsageError(f"--set {item!r} is not section.field=value")
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text  # a bare word such as nuclei
+    return out
+
+
+def measure(spec: str, *, workers: list[int], warmup: int, batches: int, steps: int,
+            overrides: dict | None = None) -> list[dict]:
+    """The pipeline, step and loop lines, then the ratio lines, of config `spec` with `overrides` ({dotted: value})
+    applied (see the module docstring)."""
     config = load_config(spec)
+    for dotted, value in (overrides or {}).items():
+        set_field(config, dotted, value, where="--set")
     batch_size = int(config.train.batch_size)
     dataset = data.resolve(config.data)
     task = build_experiment(config, num_classes=dataset.num_classes).task
-    common = {"config": spec, "dataset": dataset.name, "crop_size": list(config.data.crop_size), "batch": batch_size,
+    common = {"config": spec, "overrides": dict(overrides or {}), "dataset": dataset.name, "crop_size": list(config.data.crop_size), "batch": batch_size,
               "prefetch_threads": int(config.data.prefetch), "device_kind": jax.devices()[0].device_kind}
     lines, pipeline = [], {}
     first_batch = None
@@ -132,7 +163,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     workers = [int(w) for w in _WORKERS.value]
     for line in measure(_CONFIG.value, workers=workers, warmup=_WARMUP.value, batches=_BATCHES.value,
-                        steps=_STEPS.value):
+                        steps=_STEPS.value, overrides=parse_overrides(_SET.value)):
         print(json.dumps(line, default=float), flush=True)
 
 

@@ -8,7 +8,9 @@ Layers, in the order data flows:
     derived/    offline targets and statistics: `targets` (U-Net weight maps, border targets),
                 `stored_targets` (those targets stored in a derived TFDS dataset), `statistics` (class counts, weights)
     checks      `check_dataset`: a scan of splits for label and example defects, the same checks training runs
-    pipeline/   online: `augment`, `batches` (train/eval batches), `detection_targets` (a per-example map step)
+    pipeline/   online: `augment` (crops, flips), `warp` (rotation, elastic), `photometric`, `policy` (the
+                training augmentation of `config.data.augment`: its order and draws), `batches` (train/eval
+                batches), `detection_targets` (a per-example map step)
     config      `base_config(name)`: every data key with its default (imports neither TFDS nor grain)
 
 Public names are imported on first use (PEP 562), so `from seg_jax import data; data.base_config(...)`

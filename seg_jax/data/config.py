@@ -76,6 +76,8 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
         cityscapes_manual_dir: directory holding the Cityscapes zips (manual download).
         max_instances: detection models (Mask R-CNN): ground-truth instances per image after
             augmentation, padded to this fixed number; the largest are kept when there are more.
+        augment: the training augmentation beyond crop_size / scale_range / hflip, all off by default
+            (`augment_config` documents each key; `seg_jax.data.pipeline.policy` applies them in order).
 
     Raises:
         KeyError: unknown `name`; the message lists the valid ones.
@@ -116,6 +118,64 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
     ))
     cfg.cityscapes_manual_dir = config_dict.placeholder(str)
     cfg.max_instances = 16
+    cfg.augment = augment_config()
     for key, value in DATASET_DEFAULTS[name].items():
         cfg[key] = value
     return cfg
+
+
+def augment_config() -> ml_collections.ConfigDict:
+    """`data.augment`: the training augmentation after today's rescale / crop / hflip, every transform off.
+
+    Stages, in the order they run (`seg_jax.data.pipeline.policy`); each `p` is the probability that a
+    transform is applied to an example, each `range` = (low, high) the interval its value is drawn from uniformly:
+        cat_max_ratio: MMSeg's class-aware crop: the crop window is redrawn up to 10 times until no single class
+            covers `cat_max_ratio` or more of its labelled pixels (ignore never counts) and at least two classes
+            are present; 1.0 = off. Applies to both crops below.
+        resized_crop: {p, area, aspect}: with probability p, torchvision's RandomResizedCrop instead of
+            rescale + crop: a window of `area` (fraction of the image) and `aspect` (width / height, drawn
+            log-uniformly) resized to crop_size; data.scale_range is then unused.
+        vflip: random vertical flips (a fair coin, as hflip).
+        rot90: random rotation by k * 90 degrees, k uniform in 0..3 (0 or 2 for a non-square crop_size).
+            With hflip and vflip it draws from all 8 symmetries of the square.
+        rotate: {p, range}: rotation by an angle in degrees (counter-clockwise positive) about the crop centre;
+            pixels from outside the crop get the ignore index in labels and 0 in image, instances and weights.
+        elastic: {p, alpha, grid}: the U-Net paper's elastic deformation: random displacements on a coarse
+            `grid` x `grid` of control points spanning the crop, drawn from N(0, alpha^2) (alpha in pixels; the
+            paper's 3 x 3 grid, 10 px), interpolated to every pixel by a cubic spline. The grid spacing sets the
+            smoothness (the role of sigma in Simard's per-pixel version), alpha the magnitude; 0 = identity.
+        Photometric, on the image only (float 0..255 units, clipped to 0..255 after each; a grey image whose
+        three channels are equal stays grey):
+        intensity: {p, range}: multiply by a factor (microscopy intensity scale; torchvision's brightness).
+        brightness: {p, range}: add an offset in 0..255 units (MMSeg's brightness delta; intensity offset).
+        contrast: {p, range}: f x + (1 - f) mean(grey(x)), grey = 0.299 R + 0.587 G + 0.114 B (torchvision's).
+        saturation: {p, range}: f x + (1 - f) grey(x) per pixel (torchvision's); no effect on grey images.
+        hue: {p, range}: hue shifted by this fraction of the colour circle (HSV); no effect on grey images.
+        gamma: {p, range}: 255 (x / 255)^gamma.
+        blur: {p, range}: Gaussian blur, range of sigma in pixels (truncated at 4 sigma, edges reflected).
+        gaussian_noise: {p, range}: additive N(0, std^2) per pixel, range of std in 0..255 units.
+        poisson_noise: {p, range}: shot noise: Poisson(x / 255 * n) / n * 255, range of n = photons counted at
+            the white level (fewer photons, more noise).
+    Geometric transforms move image, label, instances and weights together (image bilinear, the others
+    nearest, so no label value is interpolated); photometric ones change the image alone.
+    """
+    def chance(low: float, high: float) -> dict[str, Any]:
+        return dict(p=0.0, range=(low, high))
+
+    return ml_collections.ConfigDict(dict(
+        cat_max_ratio=1.0,
+        resized_crop=dict(p=0.0, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3)),
+        vflip=False,
+        rot90=False,
+        rotate=chance(-10.0, 10.0),
+        elastic=dict(p=0.0, alpha=10.0, grid=3),
+        intensity=chance(0.8, 1.2),
+        brightness=chance(-32.0, 32.0),
+        contrast=chance(0.5, 1.5),
+        saturation=chance(0.5, 1.5),
+        hue=chance(-0.05, 0.05),
+        gamma=chance(0.7, 1.5),
+        blur=chance(0.1, 1.5),
+        gaussian_noise=chance(0.0, 8.0),
+        poisson_noise=chance(20.0, 200.0),
+    ))

@@ -131,6 +131,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, proc
     _number(config, "data.num_workers", minimum=0)
     _number(config, "data.prefetch", minimum=0)
     if training:
+        _validate_augment(config)
         _number(config, "train.steps", minimum=1)
         _number(config, "train.batch_size", minimum=1)
         _divisible("train.batch_size", config.train.batch_size, num_devices=num_devices, process_count=process_count)
@@ -155,6 +156,15 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, proc
         _validate_eval(name, entry, num_devices=num_devices, process_count=process_count,
                        registry=evaluators.EVALUATORS)
     _validate_builds(config, task=task)
+
+
+def _validate_augment(config: ml_collections.ConfigDict) -> None:
+    """data.augment: known keys, probabilities in [0, 1], ranges (low <= high) inside each transform's domain."""
+    from seg_jax.data.pipeline import policy
+    try:
+        policy.augment_options(config.data.get("augment", None))
+    except ValueError as e:
+        raise ConfigError(field_of(str(e), default="data.augment"), str(e)) from None
 
 
 def _validate_eval(name: str, entry: Any, *, num_devices: int, process_count: int, registry: Any) -> None:

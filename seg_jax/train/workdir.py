@@ -8,6 +8,19 @@ import subprocess
 import ml_collections
 from absl import logging
 
+from seg_jax.data.config import augment_config
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 # Keys that may change when a run is resumed: they do not change what is trained (evaluation, logging, pictures,
 # checkpoint cadence, where data is read from, prediction settings). `train.steps` extends a run on its recorded LR schedule
 # unless `train.schedule_steps` re-plans it. Each change is logged, old → new.
@@ -23,10 +36,11 @@ MODEL_FIELDS = ("model.", "task", "crf_layer.", "data.name", "data.variant", "da
                 "data.folder.class_names")
 
 # Fields added to every config after runs were saved, with the value that changes nothing: a saved config without
-# one compares as if it had that value, so older runs resume and evaluate as before.
+# one compares as if it had that value, so older runs resume and evaluate as before (data.augment: all off).
 ADDED_DEFAULTS = {"model.pretrained": None, "model.pretrained_normalization": "imagenet", "model.freeze_bn": False,
                   "model.freeze_stages": 0, "data.folder.intensity.method": None, "data.folder.intensity.low": None,
-                  "data.folder.intensity.high": None}
+                  "data.folder.intensity.high": None,
+                  **{f"data.augment.{k}": v for k, v in _flatten(json.loads(augment_config().to_json())).items()}}
 
 
 class FinishedRunError(RuntimeError):
@@ -51,16 +65,6 @@ def code_version() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 from seg_jax import labels
 from seg_jax.data import checks
 from seg_jax.data.catalog import Dataset
-from seg_jax.data.pipeline import augment
+from seg_jax.data.pipeline import augment, policy
 
 ExampleMap = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -67,7 +67,7 @@ def _with_weights(example: dict[str, Any]) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class TrainTransform:
-    """grain random map: canonical example, rng -> augmented, normalised batch element."""
+    """grain random map: canonical example, rng -> augmented (`policy.augment_example`), normalised batch element."""
 
     crop_size: tuple[int, int]
     scale_range: tuple[float, float]
@@ -75,12 +75,12 @@ class TrainTransform:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     ignore_index: int
+    augment: policy.AugmentOptions = policy.AugmentOptions()  # data.augment; all off by default
 
     def __call__(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        example = _with_weights(example)
-        params = augment.sample_crop(rng, image_size=example["image"].shape[:2], crop_size=self.crop_size,
-                                     scale_range=self.scale_range, hflip=self.hflip)
-        example = augment.crop_and_flip(example, params, crop_size=self.crop_size, ignore_index=self.ignore_index)
+        example = policy.augment_example(_with_weights(example), rng, crop_size=self.crop_size,
+                                         scale_range=self.scale_range, hflip=self.hflip,
+                                         ignore_index=self.ignore_index, options=self.augment)
         return _finish(example, mean=self.mean, std=self.std, ignore_index=self.ignore_index)
 
 
@@ -190,7 +190,8 @@ def train_batches(dataset: Dataset, *, global_batch_size: int, seed: int, start_
     See the module docstring for the determinism guarantees.
 
     Raises:
-        ValueError: a batch size that does not divide over processes and devices, or an empty split.
+        ValueError: a batch size that does not divide over processes and devices, an empty split, or a bad
+            `data.augment` value (named).
         DataError: (while iterating) a defect of an example read (`checks`).
     """
     _check_process(process_index, process_count)
@@ -202,7 +203,8 @@ def train_batches(dataset: Dataset, *, global_batch_size: int, seed: int, start_
     shuffle_seed, augment_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
     transform = TrainTransform(
         crop_size=tuple(data_cfg.crop_size), scale_range=tuple(data_cfg.scale_range), hflip=bool(data_cfg.hflip),
-        mean=tuple(data_cfg.mean), std=tuple(data_cfg.std), ignore_index=int(data_cfg.ignore_index))
+        mean=tuple(data_cfg.mean), std=tuple(data_cfg.std), ignore_index=int(data_cfg.ignore_index),
+        augment=policy.augment_options(data_cfg.get("augment", None)))
     # Shuffle before repeat: grain's shuffle draws a new permutation for each epoch of positions.
     ds = grain.MapDataset.source(source).shuffle(seed=shuffle_seed).repeat()
     ds = ds.random_map(transform, seed=augment_seed)  # RNG of element g depends on (seed, g) only.
