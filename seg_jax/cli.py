@@ -104,6 +104,9 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(2)
     for flag in flags.FLAGS.get_flags_for_module(__name__):  # --help lists the key flags of argv[0]'s module
         flags.FLAGS.register_key_flag_for_module(argv[0], flag)
+    main_module = sys.modules["__main__"]
+    if not main_module.__doc__:  # the console script's generated module: --help shows the commands
+        main_module.__doc__ = __doc__
     app.run(main, argv=argv)
 
 
