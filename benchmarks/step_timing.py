@@ -115,6 +115,15 @@ def flops_of(compiled: Any) -> float | None:
     return float(flops) if flops is not None and flops > 0 else None
 
 
+def speed(*, seconds: float, flops: float | None, devices: int, batch: int) -> dict:
+    """The JSON fields of one step kind: median `seconds` per step, images/s, and XLA's FLOPs (`flops` per device,
+    None if unknown) per step in GFLOP and per second in GFLOP/s."""
+    total = None if flops is None else flops * devices
+    return {"step_s": round(seconds, 5), "images_per_s": round(batch / seconds, 2),
+            "gflop_per_step": None if total is None else round(total / 1e9, 3),
+            "gflop_per_s": None if total is None else round(total / seconds / 1e9, 2)}
+
+
 @dataclasses.dataclass
 class CompiledStep:
     """A config's train step compiled for one batch shape.

@@ -36,6 +36,7 @@ from absl import app, flags  # noqa: E402
 from flax import jax_utils  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
+from benchmarks.step_timing import flops_of  # noqa: E402
 from benchmarks.torch_mirror import make_mirror, param_count  # noqa: E402
 from seg_jax.studies.spec import load_config  # noqa: E402
 from seg_jax.train import steps  # noqa: E402
@@ -105,8 +106,6 @@ def jax_contender(config, batch: dict[str, np.ndarray], *,
     batch = {k: batch[k] for k in exp.task.train_keys}
     rng = jax.random.PRNGKey(1)
     compiled = train_fn.lower(state, batch, rng).compile(compiler_options=compiler_options or None)
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     if compiler_options:
         train_fn = compiled
     holder = {"state": state}
@@ -115,7 +114,7 @@ def jax_contender(config, batch: dict[str, np.ndarray], *,
         holder["state"], metrics = train_fn(holder["state"], batch, rng)
         jax.block_until_ready(metrics)
 
-    return step, int(params), float(cost.get("flops", float("nan")))
+    return step, int(params), flops_of(compiled) or float("nan")
 
 
 def torch_contender(config, batch: dict[str, np.ndarray]) -> tuple[Callable[[], None], int]:

@@ -1,27 +1,29 @@
-"""Compile time and steady-state images/s of the pmapped train step and the semantic evaluator's eval step.
+"""Compile time, steady-state images/s and achieved GFLOP/s of the pmapped train step and the semantic evaluator's
+eval step.
 
     python -m benchmarks.train_step --configs=experiments/default.py,experiments/fcn.py:fcn8s --size=128
     python -m benchmarks.train_step --configs=experiments/cityscapes.py:unet,experiments/cityscapes.py:fcn8s
 
 Prints one JSON line per (config, step kind). Models, losses and optimisers are built by the experiment code from
-each config (`file[:arg]`), exactly as a run builds them; inputs are random images and labels of the given size, so
-the data pipeline is not measured.
+each config (`file[:arg]`), exactly as a run builds them (`benchmarks.step_timing.compile_train_step`); inputs are
+random images and labels of the given size, so the data pipeline is not measured. `gflop_per_step` is XLA's
+cost-analysis FLOP count of the compiled step over all devices (`step_timing.flops_of`; None where the backend
+gives none) and `gflop_per_s` that count over the median step time.
 """
 from __future__ import annotations
 
 import json
+import time
 
 import jax
 import jax.numpy as jnp
 from absl import app, flags
-from flax import jax_utils
 
-from benchmarks.step_timing import random_semantic_batch, time_calls
-from seg_jax import evaluators
+from benchmarks.step_timing import (compile_train_step, flops_of, random_semantic_batch, speed, time_calls,
+                                    time_train_step)
+from seg_jax import evaluators, tasks
 from seg_jax.studies.spec import load_config
 from seg_jax.train import steps
-from seg_jax.train.experiment import build_experiment
-from seg_jax.train.state import create_train_state
 
 _CONFIGS = flags.DEFINE_list("configs", ["experiments/default.py", "experiments/fcn.py:fcn8s"],
                              "Experiment config files[:arg].")
@@ -37,40 +39,34 @@ def bench(spec: str) -> list[dict]:
     if _DTYPE.value == "bfloat16":
         config.model.dtype = jnp.bfloat16
     d = jax.local_device_count()
-    b = _BATCH.value // d
     hw = (_SIZE.value, _SIZE.value)
     config.train.batch_size = _BATCH.value
-    exp = build_experiment(config, num_classes=_CLASSES.value)
-    if exp.task.name != "semantic":
+    if tasks.task_name(config) != "semantic":
         raise app.UsageError(f"{spec}: this benchmark times semantic models; {config.model.name} is "
-                             f"{exp.task.name!r}")
-    state = steps.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model,
-                                                   tx=exp.tx, seed=0, image_shape=hw))
-    batch = random_semantic_batch(num_devices=d, per_device=b, image_size=hw, num_classes=_CLASSES.value)
-    train_fn = steps.pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
-    class_names = tuple(f"class_{i}" for i in range(_CLASSES.value))
-    evaluator = evaluators.SemanticEvaluator("val", {"type": "semantic"}, task=exp.task, class_names=class_names,
-                                             data_cfg=config.data)
-    eval_fn = jax.pmap(evaluator.device_fn, axis_name=steps.AXIS)
-    holder = {"state": state}
-
-    def train_once(batch):
-        holder["state"], m = train_fn(holder["state"], batch, jax.random.PRNGKey(1))
-        return m
-
-    params = sum(x.size for x in jax.tree_util.tree_leaves(jax_utils.unreplicate(state).params))
+                             f"{tasks.task_name(config)!r}")
+    batch = random_semantic_batch(num_devices=d, per_device=_BATCH.value // d, image_size=hw,
+                                  num_classes=_CLASSES.value)
+    train = compile_train_step(config, batch, num_classes=_CLASSES.value, image_size=hw)
     common = {"config": spec, "model": config.model.name, "size": _SIZE.value, "batch": _BATCH.value, "devices": d,
-              "dtype": _DTYPE.value, "params": int(params), "device_kind": jax.devices()[0].device_kind,
+              "dtype": _DTYPE.value, "params": train.params, "device_kind": jax.devices()[0].device_kind,
               "loss": config.loss.to_dict()}
-    out = []
-    first, median = time_calls(train_once, lambda: ({k: batch[k] for k in exp.task.train_keys},), calls=_STEPS.value)
-    out.append({**common, "step": "train", "compile_s": round(first - median, 3), "step_s": round(median, 5),
-                "images_per_s": round(_BATCH.value / median, 2)})
+    seconds = time_train_step(train, batch, calls=_STEPS.value)
+    out = [{**common, "step": "train", "compile_s": round(train.compile_seconds, 3),
+            **speed(seconds=seconds, flops=train.flops, devices=d, batch=_BATCH.value)}]
+
+    from seg_jax.train.experiment import build_experiment
+    task = build_experiment(config, num_classes=_CLASSES.value).task
+    class_names = tuple(f"class_{i}" for i in range(_CLASSES.value))
+    evaluator = evaluators.SemanticEvaluator("val", {"type": "semantic"}, task=task, class_names=class_names,
+                                             data_cfg=config.data)
     eval_batch = {k: batch[k] for k in ("image", "label", "mask")}
-    first, median = time_calls(lambda b_: eval_fn(holder["state"], b_)["confusion"], lambda: (eval_batch,),
-                               calls=_STEPS.value)
-    out.append({**common, "step": "eval", "compile_s": round(first - median, 3), "step_s": round(median, 5),
-                "images_per_s": round(_BATCH.value / median, 2)})
+    start = time.perf_counter()
+    eval_fn = jax.pmap(evaluator.device_fn, axis_name=steps.AXIS).lower(train.state, eval_batch).compile()
+    compile_s = time.perf_counter() - start
+    _, seconds = time_calls(lambda b_: eval_fn(train.state, b_)["confusion"], lambda: (eval_batch,),
+                            calls=_STEPS.value)
+    out.append({**common, "step": "eval", "compile_s": round(compile_s, 3),
+                **speed(seconds=seconds, flops=flops_of(eval_fn), devices=d, batch=_BATCH.value)})
     return out
 
 

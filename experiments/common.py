@@ -92,6 +92,13 @@ def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
     config.predict = predict_config()
     # --mode=tune: which evals entry's post-processing is searched, by which metric, over what (`seg_jax.tune.config`).
     config.tune = tune_config()
+    # Where scalars and pictures go besides metrics.jsonl (`seg_jax.train.trackers`): any of "tensorboard", "wandb",
+    # "mlflow"; W&B and MLflow are imported only when listed (pip install wandb / mlflow-skinny).
+    config.logging = ml_collections.ConfigDict({
+        "writers": ("tensorboard",),
+        "wandb": {"project": "seg_jax", "entity": config_dict.placeholder(str), "mode": config_dict.placeholder(str),
+                  "tags": ()},
+        "mlflow": {"tracking_uri": config_dict.placeholder(str), "experiment": "seg_jax"}})
     return config
 
 

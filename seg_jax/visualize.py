@@ -1,43 +1,80 @@
-"""Pictures of predictions: colour-coded label maps side by side with their images, under column titles and
-above a legend of the class colours (`figure`)."""
+"""Pictures of predictions, drawn with scikit-image: class colours from `label2rgb`'s colour cycle (`palette`),
+label maps in those colours (`colorize`, `colorize_instances`), predictions blended on their images with the
+class boundaries marked (`overlay`: `label2rgb` + `mark_boundaries`), boxes (`draw_boxes`), and panels side by side
+under column titles above a legend of the class colours by name (`figure`)."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from skimage import color, draw, segmentation
 
 from seg_jax.labels import IGNORE_INDEX
 
 IGNORE_COLOUR = (255, 255, 255)  # how `colorize` draws the ignore label
+BOUNDARY_COLOUR = (255, 255, 255)  # how `overlay` and `colorize_instances` mark region edges
+CYCLE_DIMMING = 0.6  # each later pass through label2rgb's colour cycle is this much darker, so classes stay apart
 
 
-def palette(num_colors: int, *, seed: int = 0) -> np.ndarray:
-    """`[num_colors, 3]` uint8 colours; class 0 (background) black, the first classes distinct."""
-    base = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
-                     [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
-                     [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128]], np.uint8)
-    if num_colors <= len(base):
-        return base[:num_colors]
-    extra = np.random.default_rng(seed).integers(40, 256, size=(num_colors - len(base), 3), dtype=np.uint8)
-    return np.concatenate([base, extra])
+def _to_uint8(picture: np.ndarray) -> np.ndarray:
+    """float [..., 3] in [0, 1] (scikit-image's pictures) → uint8, rounded."""
+    return np.rint(np.clip(picture, 0, 1) * 255).astype(np.uint8)
+
+
+def palette(num_colors: int) -> np.ndarray:
+    """`[num_colors, 3]` uint8 class colours: class 0 (background) black, class k >= 1 the colour `label2rgb` gives
+    its k-th foreground label (red, blue, yellow, magenta, green, ...); past the cycle's end each further pass is
+    `CYCLE_DIMMING` times darker, so no two classes share a colour."""
+    foreground = np.arange(1, max(num_colors, 1))
+    if not len(foreground):
+        return np.zeros((max(num_colors, 0), 3), np.uint8)
+    cycle = color.label2rgb(foreground[None], bg_label=0)[0]  # float [N - 1, 3] in [0, 1]
+    passes = np.array([(cycle[:k] == cycle[k]).all(-1).sum() for k in range(len(cycle))])  # earlier same colours
+    colours = cycle * CYCLE_DIMMING ** passes[:, None]
+    return np.concatenate([np.zeros((1, 3), np.uint8), _to_uint8(colours)])
 
 
 def colorize(labels: np.ndarray, *, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """int `[H, W]` label map → uint8 `[H, W, 3]`; the ignore label is drawn white."""
+    """int `[H, W]` label map → uint8 `[H, W, 3]` in the class colours (`palette`); the ignore label (and any
+    value outside [0, N)) is drawn white."""
     colours = palette(max(num_classes, 1))
     out = colours[np.clip(labels, 0, num_classes - 1)]
-    out[(labels == ignore_index) | (labels < 0) | (labels >= num_classes)] = 255
+    out[(labels == ignore_index) | (labels < 0) | (labels >= num_classes)] = IGNORE_COLOUR
     return out
 
 
+def overlay(image: np.ndarray, labels: np.ndarray, *, num_classes: int, alpha: float,
+            boundaries: bool = True) -> np.ndarray:
+    """uint8 `[H, W, 3]`: the class colour `c` of each pixel (`palette`) blended on uint8 `image` `[H, W, 3]` at
+    opacity `alpha`, round(alpha·c + (1 − alpha)·image) (`label2rgb`, the image kept in colour), except on
+    background (class 0), the ignore label and values outside [0, N), where the image is left as it is. With
+    `boundaries`, every pixel of a non-background region that has a 4-neighbour of another label is drawn in
+    `BOUNDARY_COLOUR` (`mark_boundaries`, mode "inner": the line lies inside the region)."""
+    labels = np.asarray(labels)
+    coloured = np.where((labels > 0) & (labels < num_classes), labels, 0)
+    present = np.unique(coloured[coloured > 0])
+    # label2rgb colours labels by their rank among those present: hand it exactly their colours, in that order
+    colours = [tuple(c) for c in palette(num_classes)[present] / 255]
+    out = color.label2rgb(coloured, image=image, colors=colours, alpha=alpha, bg_label=0, bg_color=None, saturation=1,
+                          kind="overlay") if len(present) else image / 255
+    if boundaries and len(present):
+        out = segmentation.mark_boundaries(out, coloured, color=np.divide(BOUNDARY_COLOUR, 255), mode="inner",
+                                           background_label=0)
+    return _to_uint8(out)
+
+
 def colorize_instances(instances: np.ndarray) -> np.ndarray:
-    """int `[H, W]` instance ids (0 = background) → uint8 `[H, W, 3]`, each instance its own colour."""
+    """int `[H, W]` instance ids (0 = background, black) → uint8 `[H, W, 3]`: instances in `label2rgb`'s colour
+    cycle by id, each instance's edge marked in `BOUNDARY_COLOUR` (mode "inner"), so that touching instances stay
+    apart where the cycle repeats a colour."""
     ids = np.asarray(instances)
-    colours = palette(int(ids.max()) + 1 if ids.size else 1, seed=1)
-    colours[1:] = np.random.default_rng(7).permutation(colours[1:])  # neighbours' ids rarely share a hue
-    return colours[ids]
+    if not ids.any():
+        return np.zeros((*ids.shape, 3), np.uint8)
+    coloured = color.label2rgb(ids, bg_label=0, bg_color=(0, 0, 0))
+    marked = segmentation.mark_boundaries(coloured, ids, color=np.divide(BOUNDARY_COLOUR, 255), mode="inner",
+                                          background_label=0)
+    return _to_uint8(marked)
 
 
 def grid(rows: list[list[np.ndarray]], *, gap: int = 2) -> np.ndarray:
@@ -55,17 +92,17 @@ def grid(rows: list[list[np.ndarray]], *, gap: int = 2) -> np.ndarray:
 
 
 def draw_boxes(panel: np.ndarray, boxes: np.ndarray, classes: np.ndarray, *, num_classes: int) -> np.ndarray:
-    """Copy of uint8 `[H, W, 3]` `panel` with 1-px outlines of `boxes` `[K, 4]` (x1, y1, x2, y2 pixels) in the
-    colour of each box's class (`palette`, so a box matches its class's colour in the label pictures)."""
+    """Copy of uint8 `[H, W, 3]` `panel` with 1-px outlines of `boxes` `[K, 4]` (x1, y1, x2, y2 pixels; the outline
+    runs along the pixels floor(x1) .. ceil(x2) − 1, clipped to the panel) in the colour of each box's class
+    (`palette`, so a box matches its class's colour in the label pictures)."""
     out = panel.copy()
     h, w = out.shape[:2]
     colours = palette(max(num_classes, 1))
     for (x1, y1, x2, y2), c in zip(np.asarray(boxes), np.asarray(classes)):
         x1, x2 = int(np.clip(np.floor(x1), 0, w - 1)), int(np.clip(np.ceil(x2) - 1, 0, w - 1))
         y1, y2 = int(np.clip(np.floor(y1), 0, h - 1)), int(np.clip(np.ceil(y2) - 1, 0, h - 1))
-        colour = colours[int(c) % len(colours)]
-        out[y1, x1:x2 + 1] = out[y2, x1:x2 + 1] = colour
-        out[y1:y2 + 1, x1] = out[y1:y2 + 1, x2] = colour
+        rows, cols = draw.polygon_perimeter([y1, y1, y2, y2], [x1, x2, x2, x1], shape=(h, w))
+        out[rows, cols] = colours[int(c) % len(colours)]
     return out
 
 

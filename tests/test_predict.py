@@ -235,8 +235,9 @@ def test_command_writes_every_output_skips_a_corrupt_file_and_refuses_to_overwri
     background = np.asarray(labels) == 0
     np.testing.assert_array_equal(overlay[background], big[background])
     colours = visualize.palette(len(names))[np.asarray(labels)].astype(float)
+    # label2rgb's HSV round trip of the image may round an exact x.5 either way
     np.testing.assert_allclose(overlay[~background], np.rint(0.5 * big[~background] + 0.5 * colours[~background]),
-                               atol=0.51)
+                               atol=1)
 
     before = {p.name: p.stat().st_mtime_ns for p in output.iterdir()}
     config = predictor_lib.run_config(None, workdir)

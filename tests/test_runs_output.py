@@ -81,3 +81,10 @@ def test_semantic_pictures_are_titled_and_have_a_legend_with_class_names(make_co
     assert picture.shape[0] > 2 * h + 2  # titles above, legend below
     outlines = np.flatnonzero((picture == 128).all(-1).any(1))  # the swatches' grey outlines
     assert len(outlines) and {tuple(c) for c in visualize.palette(n)} <= _colours(picture[outlines[0]:])
+    # image | truth | prediction | prediction on image: class 1 everywhere, blended at OVERLAY_ALPHA, no boundary
+    assert picture.shape[1] == 4 * h + 3 * 2
+    top = int(np.flatnonzero((picture[:, :h] != 255).any(-1).all(-1))[0])  # the first panel row: no white
+    image, blended = picture[top:top + h, :h], picture[top:top + h, 3 * (h + 2):4 * h + 6]
+    alpha = evaluators.semantic.OVERLAY_ALPHA
+    np.testing.assert_allclose(blended, np.rint(alpha * visualize.palette(n)[1] + (1 - alpha) * image.astype(float)),
+                               atol=1)

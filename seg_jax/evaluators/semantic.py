@@ -21,6 +21,7 @@ from seg_jax.predict.tta import is_off, tta_options, with_tta
 
 # Titles of the picture columns after the image, by output key.
 COLUMN_TITLES = {"label": "truth", "prediction": "prediction", "with_crf_prediction": "after CRF"}
+OVERLAY_ALPHA = 0.5  # opacity of the class colours in the pictures' last column (`visualize.overlay`)
 SUMMED = ("confusion", "per_image_iou_sum", "per_image_count", "boundary_correct", "boundary_total")
 
 
@@ -126,8 +127,12 @@ class SemanticEvaluator(Evaluator):
         colour = functools.partial(visualize.colorize, num_classes=len(self.class_names),
                                    ignore_index=int(self.data_cfg.ignore_index))
         columns = ["label"] + sorted(k for k in first if k.endswith("prediction"))  # prediction, then crf_...
-        rows = [[image] + [colour(first[k][keep][i]) for k in columns] for i, image in enumerate(images)]
+        final = first[columns[-1]][keep]  # blended on the image, its class boundaries marked
+        rows = [[image] + [colour(first[k][keep][i]) for k in columns]
+                + [visualize.overlay(image, final[i], num_classes=len(self.class_names), alpha=OVERLAY_ALPHA)]
+                for i, image in enumerate(images)]
         titles = ["image"] + [COLUMN_TITLES.get(k, k.replace("_", " ")) for k in columns]
+        titles.append(f"{titles[-1]} on image")
         return {"predictions": visualize.figure(rows, titles=titles, legend=visualize.class_legend(
             self.class_names))} if rows else {}
 

@@ -88,8 +88,8 @@ def _write(image: np.ndarray, prediction: Prediction, paths: list[pathlib.Path],
            predictor: Predictor) -> None:
     names = predictor.class_names
     outputs.write_labels(paths[0], prediction.labels, class_names=names)
-    picture = outputs.overlay(image, prediction.labels, num_classes=len(names),
-                              alpha=float(predictor.options.overlay_alpha))
+    picture = visualize.overlay(image, prediction.labels, num_classes=len(names),
+                                alpha=float(predictor.options.overlay_alpha), boundaries=False)
     if prediction.boxes is not None:
         picture = visualize.draw_boxes(picture, prediction.boxes, prediction.classes, num_classes=len(names))
     Image.fromarray(picture).save(paths[1])

@@ -3,7 +3,8 @@
 Per input `<stem>.*`, in the output folder:
     <stem>_labels.png         class ids as a palette PNG: each index drawn in its class colour
                               (`seg_jax.visualize.palette`), the class names in its `class_names` text chunk (JSON)
-    <stem>_overlay.png        the class colours blended on the image, background untinted (for viewing)
+    <stem>_overlay.png        the class colours blended on the image, background untinted (for viewing;
+                              `seg_jax.visualize.overlay` without boundary lines)
     <stem>_probabilities.npz  `predict.save_probabilities`: float32 `probabilities` [H, W, N], `class_names`
     <stem>_instances.png      instance configs: 16-bit instance ids, 0 = background, 1..K by decreasing score
 and, for instance configs, `instances.json` (COCO results with images and categories: the masks of the
@@ -45,14 +46,6 @@ def write_labels(path: pathlib.Path, labels: np.ndarray, *, class_names: Sequenc
     info = PngImagePlugin.PngInfo()
     info.add_text("class_names", json.dumps(list(class_names)))
     picture.save(path, pnginfo=info)
-
-
-def overlay(image: np.ndarray, labels: np.ndarray, *, num_classes: int, alpha: float) -> np.ndarray:
-    """uint8 `[H, W, 3]`: `image` with the colour of each pixel's class (`visualize.colorize`) blended in at opacity
-    `alpha`, except on background (class 0), which would only darken it."""
-    colours = visualize.colorize(labels, num_classes=num_classes).astype(np.float32)
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
-    return np.where((labels != 0)[..., None], np.rint(blended), image).astype(np.uint8)
 
 
 def write_instances(path: pathlib.Path, instances: np.ndarray) -> None:

@@ -25,7 +25,7 @@ FINISHED, FAILED, MISSING = "finished", "failed", "missing"
 TRAIN_LOSS = "train/loss"
 # Config keys that differ between the seeds of one arm, or only say where a run read or wrote files: left out of
 # the config hash so that equal hashes mean "the same computation". Top-level keys:
-UNHASHED_KEYS = ("seed", "name")
+UNHASHED_KEYS = ("seed", "name", "logging")  # logging: where the scalars go, not what they are
 # ... and, at any depth, keys naming directories (`data.data_dir`, `data.cityscapes_manual_dir`, `workdir`).
 UNHASHED_SUFFIX = "_dir"
 

@@ -99,11 +99,17 @@ def run_one(study: ml_collections.ConfigDict, arm: str, seed: int, workdir: str 
     return True
 
 
+def entry_command() -> list[str]:
+    """How a new process starts the command line (`seg_jax.cli`): launch.py in a checkout, `python -m seg_jax` in
+    an installed copy."""
+    launch = study_spec.PROJECT_ROOT / "launch.py"
+    return [sys.executable, str(launch)] if launch.is_file() else [sys.executable, "-m", "seg_jax"]
+
+
 def commands(spec: str, workdir: str | pathlib.Path, study: ml_collections.ConfigDict, *,
              only: Sequence[str] | None = None) -> list[str]:
-    """One `launch.py` command line per run (each resumable on its own), for a scheduler's array job."""
-    launch = pathlib.Path(__file__).resolve().parents[2] / "launch.py"
-    return [shlex.join([sys.executable, str(launch), f"--study={spec}", f"--workdir={workdir}",
+    """One command line per run (each resumable on its own), for a scheduler's array job."""
+    return [shlex.join([*entry_command(), f"--study={spec}", f"--workdir={workdir}",
                         f"--study_run={arm}/seed{seed}"]) for arm, seed in selected_runs(study, only=only)]
 
 

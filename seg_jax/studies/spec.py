@@ -31,6 +31,8 @@ from typing import Any, Mapping
 import ml_collections
 
 OPEN_SECTIONS = ("evals",)  # sections whose entries an arm may add
+# The folder holding `seg_jax` and `experiments`: the checkout, or site-packages for an installed copy.
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 class StudyError(ValueError):
@@ -57,12 +59,23 @@ def make_arms(arms: Mapping[str, Mapping[str, Any]]) -> ml_collections.ConfigDic
                                      sort_keys=False)
 
 
-def load_module(path: str | pathlib.Path):
-    """The Python module of a config or study file (the repository root on `sys.path`, as launch.py has it)."""
+def find_file(path: str | pathlib.Path) -> pathlib.Path:
+    """A config or study file: `path` as given (absolute, or relative to the working directory) where it exists,
+    else the same relative path under `PROJECT_ROOT`, so that `experiments/<file>.py` names a shipped file from any
+    directory; `path` unchanged when neither exists (the caller says so)."""
     path = pathlib.Path(path)
+    if path.is_file() or path.is_absolute() or not (PROJECT_ROOT / path).is_file():
+        return path
+    return PROJECT_ROOT / path
+
+
+def load_module(path: str | pathlib.Path):
+    """The Python module of a config or study file (`find_file`), with the project root on `sys.path` so that it
+    can import `experiments`."""
+    path = find_file(path)
     if not path.is_file():
         raise StudyError(f"no such file: {path}")
-    root = str(pathlib.Path(__file__).resolve().parents[2])
+    root = str(PROJECT_ROOT)
     if root not in sys.path:  # study and config files import `experiments`
         sys.path.insert(0, root)
     spec = importlib.util.spec_from_file_location(f"_seg_jax_file_{path.stem}", path)

@@ -197,7 +197,9 @@ def open_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path, run: 
     is_main = jax.process_index() == 0
     if is_main:
         wd.write_config(config, workdir)
-    writer = MetricWriter(workdir, enabled=is_main, total_steps=int(config.train.steps), resume_step=start)
+    writer = MetricWriter(workdir, enabled=is_main, total_steps=int(config.train.steps), resume_step=start,
+                          logging_cfg=config.get("logging", None), run_name=config.name,
+                          run_config=wd.flat_config(config))
     return Opened(ckpts=ckpts, state=state, start=start, best=_resumed_best(meta, config, saved), writer=writer)
 
 

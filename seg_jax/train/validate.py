@@ -144,6 +144,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, proc
         _number(config, "optimizer.learning_rate", minimum=0, integer=False)
         _one_of(config, "schedule.name", optim.SCHEDULES)
         _number(config, "schedule.warmup_steps", minimum=0)
+        _validate_writers(_get(config, "logging.writers"))
     _validate_pretrained_fields(config)
     if config.model.name not in models.MODELS:
         raise ConfigError("model.name", f"unknown model {config.model.name!r}; valid names: "
@@ -165,6 +166,24 @@ def _validate_augment(config: ml_collections.ConfigDict) -> None:
         policy.augment_options(config.data.get("augment", None))
     except ValueError as e:
         raise ConfigError(field_of(str(e), default="data.augment"), str(e)) from None
+
+
+def _validate_writers(names: Any) -> None:
+    """`logging.writers`: known names, each once, their packages installed (None: a config saved without it)."""
+    from seg_jax.train import trackers
+    if names is None:
+        return
+    if isinstance(names, str) or not isinstance(names, (tuple, list)):
+        raise ConfigError("logging.writers", f"must be a tuple of writer names ({', '.join(trackers.WRITERS)}), "
+                                             f"got {names!r}")
+    for name in names:
+        if name not in trackers.WRITERS:
+            raise ConfigError("logging.writers", f"unknown writer {name!r}; valid: {', '.join(trackers.WRITERS)}")
+        install = trackers.missing_package(name)
+        if install:
+            raise ConfigError("logging.writers", f"{name!r} needs its package, which is not installed: {install}")
+    if len(set(names)) < len(names):
+        raise ConfigError("logging.writers", f"lists a writer twice: {tuple(names)!r}")
 
 
 def _validate_eval(name: str, entry: Any, *, num_devices: int, process_count: int, registry: Any) -> None:

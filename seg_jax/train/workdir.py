@@ -27,7 +27,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 RESUMABLE_CHANGES = ("name", "train.steps", "train.schedule_steps", "train.log_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.best_metric", "train.best_mode", "data.num_workers",
                      "data.prefetch", "data.data_dir", "data.eval_split", "data.eval_size")
-RESUMABLE_PREFIXES = ("evals.", "predict.", "tune.")  # tune: post-processing search settings
+RESUMABLE_PREFIXES = ("evals.", "predict.", "tune.", "logging.")  # tune: post-processing search settings
 
 # Keys that change what a trained model computes, or what its outputs are compared with: `--mode=eval` refuses a
 # config that differs from the run's saved one in any of them (prefixes end with a dot).

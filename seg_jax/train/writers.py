@@ -1,4 +1,5 @@
-"""Run logs: console progress, TensorBoard events, `metrics.jsonl`; only process 0 writes."""
+"""Run logs: console progress, `metrics.jsonl`, and the writers of `config.logging.writers` (TensorBoard events by
+default; W&B, MLflow: `seg_jax.train.trackers`); only process 0 writes."""
 from __future__ import annotations
 
 import json
@@ -6,33 +7,41 @@ import logging as std_logging
 import math
 import pathlib
 import time
+from typing import Any
 
 import numpy as np
 from absl import logging
 
+from seg_jax.train import trackers
+
+DEFAULT_WRITERS = ("tensorboard",)  # a config without `logging` (saved before it existed) logs as before
+
 
 class MetricWriter:
-    """Writes scalars and images of one run into its workdir.
+    """Writes scalars and images of one run into its workdir and to the writers of `logging_cfg` (the config's
+    `logging` section: `writers` and each writer's options; None = TensorBoard only).
 
     Resuming drops the `metrics.jsonl` records after the restored step (they are about to
     be recomputed) and says so, so the file holds each step once; a line that is not JSON (the
     last one, cut by a kill mid-write) is dropped with a warning.
     """
 
-    def __init__(self, workdir: str | pathlib.Path, *, enabled: bool, total_steps: int, resume_step: int = 0):
+    def __init__(self, workdir: str | pathlib.Path, *, enabled: bool, total_steps: int, resume_step: int = 0,
+                 logging_cfg: Any = None, run_name: str = "run", run_config: dict | None = None):
         self.enabled, self.total_steps = enabled, total_steps
         self.path = pathlib.Path(workdir) / "metrics.jsonl"
-        self._tb = None
+        self._writers: list = []
         self._t0, self._s0 = time.time(), resume_step
         if not enabled:
             return
         if self.path.exists():
             self.path.write_text("".join(line + "\n" for line in _kept_records(self.path, resume_step)))
-        from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
-        self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+        logging_cfg = logging_cfg or {}
+        self._writers = trackers.create_writers(tuple(logging_cfg.get("writers", DEFAULT_WRITERS)), workdir,
+                                                options=logging_cfg, name=run_name, run_config=run_config)
 
     def scalars(self, step: int, group: str, scalars: dict[str, float]) -> None:
-        """One `metrics.jsonl` line `{"step", "group", **scalars}` and a TensorBoard scalar per finite value.
+        """One `metrics.jsonl` line `{"step", "group", **scalars}` and the finite values to every writer.
 
         `scalars` are flat and named with their group's prefix (`train/loss`, `val/mean_iou`, `val/iou/disc`).
         """
@@ -40,10 +49,9 @@ class MetricWriter:
             return
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, "group": group, **scalars}, default=float) + "\n")
-        for name, value in scalars.items():
-            if math.isfinite(value):
-                self._tb.add_scalar(name, value, step)
-        self._tb.flush()
+        finite = {name: float(value) for name, value in scalars.items() if math.isfinite(value)}
+        for writer in self._writers:
+            writer.scalars(step, finite)
 
     def progress(self, step: int, record: dict) -> None:
         """Console line with steps/s and ETA."""
@@ -58,14 +66,15 @@ class MetricWriter:
                      time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?")
 
     def image(self, step: int, name: str, image: np.ndarray) -> None:
-        """`image` uint8 `[H, W, 3]`."""
+        """`image` uint8 `[H, W, 3]`, to every writer."""
         if self.enabled:
-            self._tb.add_image(name, image, step, dataformats="HWC")
-            self._tb.flush()
+            for writer in self._writers:
+                writer.image(step, name, image)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        for writer in self._writers:
+            writer.close()
+        self._writers = []
 
 
 def _kept_records(path: pathlib.Path, resume_step: int) -> list[str]:

@@ -1,0 +1,94 @@
+"""The command line: `seg-jax <command>` = `python launch.py --mode=<command>`, one function behind both, and
+config and study files found from any working directory."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from seg_jax import cli
+from seg_jax.studies import spec
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_console_script_and_launch_py_call_the_same_function():
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"seg-jax": "seg_jax.cli:run"}
+    loader = importlib.util.spec_from_file_location("launch_under_test", ROOT / "launch.py")
+    launch = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(launch)  # not __main__: defines, runs nothing
+    assert launch.run is cli.run
+    assert "run()" in (ROOT / "seg_jax" / "__main__.py").read_text()
+
+
+@pytest.mark.parametrize("command,flag", [(m, f"--mode={m}") for m in cli.MODES])
+def test_a_command_becomes_its_mode_flag(command, flag):
+    assert cli.command_argv(["seg-jax", command, "--workdir=w", "--config.seed=3"]) == [
+        "seg-jax", flag, "--workdir=w", "--config.seed=3"]
+
+
+def test_study_command_names_the_study_file_and_bad_lines_are_refused():
+    assert cli.command_argv(["seg-jax", "study", "/s.py:tiny", "--study_commands"]) == [
+        "seg-jax", "--study=/s.py:tiny", "--study_commands"]
+    assert cli.command_argv(["launch.py", "--mode=eval", "--workdir=w"]) == ["launch.py", "--mode=eval", "--workdir=w"]
+    with pytest.raises(cli.UsageError, match="`eval` and --mode both given"):
+        cli.command_argv(["seg-jax", "eval", "--mode=train"])
+    with pytest.raises(cli.UsageError, match="needs the study file"):
+        cli.command_argv(["seg-jax", "study", "--workdir=w"])
+
+
+def test_config_and_study_files_are_found_from_another_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = str(ROOT / "experiments" / "fcn.py")
+    argv = cli.command_argv(["seg-jax", "train", "--config=experiments/fcn.py:fcn8s,tiny", "--config.seed=1",
+                             "--study", "experiments/studies/imbalance.py"])
+    assert argv == ["seg-jax", "--mode=train", f"--config={shipped}:fcn8s,tiny", "--config.seed=1", "--study",
+                    str(ROOT / "experiments" / "studies" / "imbalance.py")]
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "fcn.py").write_text("")  # the working directory's own file comes first
+    assert spec.find_file("experiments/fcn.py") == pathlib.Path("experiments/fcn.py")
+    assert spec.find_file("missing.py") == pathlib.Path("missing.py")  # left for the loader to report
+    assert cli.command_argv(["x", "--config=missing.py"]) == ["x", "--config=missing.py"]
+    assert spec.load_config("experiments/default.py:tiny").name == "default_tiny"  # what a study's base names
+
+
+def _entry_point() -> tuple[list[str], dict]:
+    """The installed `seg-jax` script where there is one (pip install -e .), else `python -m seg_jax` with the
+    checkout on PYTHONPATH."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    script = shutil.which("seg-jax", path=str(pathlib.Path(sys.executable).parent))
+    if script:
+        env.pop("PYTHONPATH", None)
+        return [script], env
+    env["PYTHONPATH"] = str(ROOT)
+    return [sys.executable, "-m", "seg_jax"], env
+
+
+def test_entry_point_runs_from_another_directory(tmp_path, data_dir):
+    command, env = _entry_point()
+    # A config found, built, overridden and validated; the bad value stops it before anything is written.
+    done = subprocess.run([*command, "train", "--config=experiments/default.py:tiny", "--workdir=run",
+                           "--config.train.batch_size=-4", f"--config.data.data_dir={data_dir}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == "error: train.batch_size: must be an integer >= 1, got -4"
+    assert list(tmp_path.iterdir()) == []
+    # A study and its base configs found; one command line per run, each starting this program again.
+    done = subprocess.run([*command, "study", "experiments/studies/imbalance.py:tiny", "--study_commands",
+                           "--study_only=ce", "--workdir=w"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [shlex.split(line) for line in done.stdout.strip().splitlines()]
+    study = ROOT / "experiments" / "studies" / "imbalance.py"
+    assert [line[-3:] for line in lines] == [[f"--study={study}:tiny", "--workdir=w", f"--study_run=ce/seed{s}"]
+                                             for s in (0, 1)]
+    assert lines[0][1] in (str(ROOT / "launch.py"), "-m")
+    assert list(tmp_path.iterdir()) == []
