@@ -284,3 +284,26 @@ def test_a_version_1_run_is_evaluated_zero_shot_on_the_shifted_split(make_config
     with pytest.raises(train.ConfigMismatchError, match="data.variant"):
         train.evaluate(shifted, workdir, split="shifted")
 
+
+# ---------------------------------------------------------------- the statistics figures
+
+
+def test_statistics_script_writes_figures_and_the_table(data_dir, tmp_path, capsys):
+    from PIL import Image
+    from seg_jax.data.sources import nuclei_stats
+    assert nuclei_stats.main(["--out", str(tmp_path / "out"), "--data_dir", data_dir, "--variant", "tiny",
+                              "--max_images", "6"]) == 0
+    printed = capsys.readouterr().out.split()[-3:]  # after TFDS's lines about datasets it generates
+    assert printed == [str(tmp_path / "out" / name) for name in ("statistics.png", "samples.png", "summary.md")]
+    for name in ("statistics.png", "samples.png"):
+        with Image.open(tmp_path / "out" / name) as picture:
+            assert picture.format == "PNG" and min(picture.size) > 300
+    rows = [line for line in (tmp_path / "out" / "summary.md").read_text().splitlines() if line.startswith("| v")]
+    assert [row.split(" | ")[0] for row in rows] == ["| v1 (1.0.0) validation", "| v2 (2.0.0) validation",
+                                                     "| v2 shifted (held out)"]
+    # The table's numbers are those of the sets: e.g. the touching share of version 2's first 6 validation images.
+    ds = data.resolve(tiny_config(data_dir, version="2.0.0"))
+    expected = instance_statistics.dataset_statistics(ds.source("validation")[i] for i in range(6))
+    cells = rows[1].split(" | ")
+    assert cells[1] == "6" and cells[5] == f"{expected.touching_fraction:.2f}"
+    assert cells[2] == f"{expected.counts.mean():.1f} ± {expected.counts.std():.1f}"
