@@ -78,7 +78,11 @@ def test_version_2_builder_writes_its_own_files_and_the_shifted_split(data_dir):
     # Targets derived from version 2 live beside those of version 1, under the base's version.
     border = data.resolve(tiny_config(data_dir, version="2.0.0", targets="border"))
     assert border.directory.endswith("seg_jax_nuclei_targets/tiny_border2/2.0.0") and "shifted" in border.split_sizes
-    assert data.resolve(tiny_config(data_dir, targets="border")).directory.endswith("tiny_border2/1.0.0")
+    version_1 = data.resolve(tiny_config(data_dir, targets="border"))
+    assert version_1.directory.endswith("tiny_border2/1.0.0")
+    with pytest.raises(KeyError, match=r"'shifted' not in dataset 'nuclei'; available splits: test, train, "
+                                       r"validation \(version 1.0.0; .* set data.version=2.0.0\)"):
+        version_1.source("shifted")
 
 
 def test_a_version_the_builder_lacks_is_one_clear_config_error(tmp_path):

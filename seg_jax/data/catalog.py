@@ -233,6 +233,9 @@ class Dataset:
                 why = (f" (converted with val_fraction {conversion['val_fraction']} from {images} image(s): no "
                        "validation split; evaluate on another split, or convert at least 2 images with a "
                        "val_fraction above 0)") if conversion and "validation" in named else ""
+                if self.name == "nuclei" and nuclei.SHIFTED_SPLIT in named:
+                    why = (f" (version {self.version}; the {nuclei.SHIFTED_SPLIT!r} split is in version 2.0.0: "
+                           "set data.version=2.0.0)")
                 raise KeyError(f"split {split!r} not in dataset {self.name!r}; "
                                f"available splits: {', '.join(sorted(self.split_sizes))}{why}")
             self._sources[split] = tfds_format.CanonicalSource(self._builder.as_data_source(split=split),
