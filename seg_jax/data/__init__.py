@@ -2,11 +2,13 @@
 
 Layers, in the order data flows:
     sources/    stored and canonical example formats (`tfds_format`) and the datasets themselves:
-                `procedural`, `shapes`, `nuclei`, `folder_importer` (+ CLI `python -m seg_jax.data.folder`),
-                `public` (oxford_iiit_pet, cityscapes)
+                `procedural`, `shapes`, `nuclei` (versions 1.0.0 and `nuclei_v2`, shared `nuclei_geometry`;
+                CLI `python -m seg_jax.data.sources.nuclei_stats` draws their statistics), `folder_importer`
+                (+ CLI `python -m seg_jax.data.folder`), `public` (oxford_iiit_pet, cityscapes)
     catalog     the registry `DATASETS` and `resolve(data_cfg) -> Dataset`: a data config resolved once
     derived/    offline targets and statistics: `targets` (U-Net weight maps, border targets),
-                `stored_targets` (those targets stored in a derived TFDS dataset), `statistics` (class counts, weights)
+                `stored_targets` (those targets stored in a derived TFDS dataset), `statistics` (class counts, weights),
+                `instance_statistics` (intensities, object areas, touching, SNR of instance datasets)
     checks      `check_dataset`: a scan of splits for label and example defects, the same checks training runs
     pipeline/   online: `augment` (crops, flips), `warp` (rotation, elastic), `photometric`, `policy` (the
                 training augmentation of `config.data.augment`: its order and draws), `batches` (train/eval

@@ -39,12 +39,20 @@ class DatasetSpec:
         to_canonical: decoded TFDS example -> canonical example; module-level, so it pickles.
         class_names: fixed class names, or None to read them from the builder's metadata.
         has_instances: whether examples carry instance ids; None when only the prepared files tell.
+        versions: builder versions `data.version` may name, the default first; () = not selectable (the
+            version must stay None).
     """
 
     load_builder: Callable[[ml_collections.ConfigDict], tfds.core.DatasetBuilder]
     to_canonical: Callable[[Mapping[str, Any]], dict[str, Any]]
     class_names: tuple[str, ...] | None = None
     has_instances: bool | None = None
+    versions: tuple[str, ...] = ()
+
+
+def _versions(builder_cls: type[tfds.core.DatasetBuilder]) -> tuple[str, ...]:
+    """The versions a builder class can write, its default (`VERSION`) first."""
+    return tuple(str(v) for v in [builder_cls.VERSION, *builder_cls.SUPPORTED_VERSIONS])
 
 
 def _load_procedural(builder_cls: type[procedural.ProceduralBuilder],
@@ -54,7 +62,7 @@ def _load_procedural(builder_cls: type[procedural.ProceduralBuilder],
         raise KeyError(f"unknown data.variant {data_cfg.variant!r} for dataset {data_cfg.name!r}; "
                        f"valid variants: {', '.join(variants)}")
     builder = builder_cls(data_dir=os.path.expanduser(data_cfg.data_dir), config=data_cfg.variant,
-                          file_format="array_record")
+                          version=data_cfg.get("version", None), file_format="array_record")
     if not builder.is_prepared():
         tfds_format.build(builder)
     return builder
@@ -97,10 +105,12 @@ def _load_public(name: str, data_cfg: ml_collections.ConfigDict) -> tfds.core.Da
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 DATASETS.register("shapes")(DatasetSpec(
     load_builder=functools.partial(_load_procedural, shapes.ShapesBuilder),
-    to_canonical=tfds_format.stored_to_canonical, class_names=shapes.CLASS_NAMES, has_instances=True))
+    to_canonical=tfds_format.stored_to_canonical, class_names=shapes.CLASS_NAMES, has_instances=True,
+    versions=_versions(shapes.ShapesBuilder)))
 DATASETS.register("nuclei")(DatasetSpec(
     load_builder=functools.partial(_load_procedural, nuclei.NucleiBuilder),
-    to_canonical=tfds_format.stored_to_canonical, class_names=nuclei.CLASS_NAMES, has_instances=True))
+    to_canonical=tfds_format.stored_to_canonical, class_names=nuclei.CLASS_NAMES, has_instances=True,
+    versions=_versions(nuclei.NucleiBuilder)))
 DATASETS.register("folder")(DatasetSpec(load_builder=_load_folder, to_canonical=tfds_format.stored_to_canonical))
 DATASETS.register("oxford_iiit_pet")(DatasetSpec(
     load_builder=functools.partial(_load_public, "oxford_iiit_pet"),
@@ -124,6 +134,18 @@ def _check_instances(data_cfg: ml_collections.ConfigDict, choice: stored_targets
         f"{', '.join(with_instances)}, and folder converted with instance maps (--instances / data.folder.instances)")
 
 
+def _check_version(data_cfg: ml_collections.ConfigDict, spec: DatasetSpec) -> None:
+    """One clear error for a `data.version` the dataset's builder cannot write (None = its default)."""
+    version = data_cfg.get("version", None)
+    if version is None or version in spec.versions:
+        return
+    if not spec.versions:
+        raise KeyError(f"data.version applies to the procedural datasets only; dataset {data_cfg.name!r} has one "
+                       f"version, leave data.version unset (None), got {version!r}")
+    valid = ", ".join([f"{spec.versions[0]} (the default)", *spec.versions[1:]])
+    raise KeyError(f"unknown data.version {version!r} for dataset {data_cfg.name!r}; valid versions: {valid}")
+
+
 def _trained_class_names(spec: DatasetSpec, choice: stored_targets.TargetChoice,
                          builder: tfds.core.DatasetBuilder | None) -> tuple[str, ...]:
     """Class names of the targets trained on; () when only the builder's metadata (not given) knows them."""
@@ -143,6 +165,7 @@ def class_names(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
             `data.folder.num_classes` (semantic targets).
     """
     spec = DATASETS.get(data_cfg.name)
+    _check_version(data_cfg, spec)
     choice = stored_targets.choice_from_config(data_cfg)
     _check_instances(data_cfg, choice, spec.has_instances)
     names = _trained_class_names(spec, choice, None)
@@ -166,6 +189,7 @@ class Dataset:
             uses `labels.STORED_IGNORE`).
         split_sizes: examples per TFDS split, e.g. {"train": 24, "validation": 8, "test": 8}.
         has_instances: whether examples carry instance ids.
+        version: the builder version read, e.g. "2.0.0" (`config.version`, or the builder's default).
         directory: the prepared TFDS directory read (`<data_dir>/<builder>/<config>/<version>`); the label
             statistics (class pixel counts) are cached there.
     """
@@ -179,6 +203,7 @@ class Dataset:
         self.ignore_index = int(config.ignore_index)
         self.split_sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
         self.has_instances = "instances" in builder.info.features
+        self.version = str(builder.version)
         self.directory = os.fspath(builder.data_dir)
         self._builder = builder
         self._to_canonical = stored_targets.to_canonical(choice) if choice.derived else spec.to_canonical
@@ -188,7 +213,8 @@ class Dataset:
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{split} {size}" for split, size in self.split_sizes.items())
-        return f"Dataset({self.name!r}, variant={self.config.variant!r}, {self.num_classes} classes; {sizes})"
+        return (f"Dataset({self.name!r}, variant={self.config.variant!r}, version={self.version!r}, "
+                f"{self.num_classes} classes; {sizes})")
 
     def source(self, split: str) -> tfds_format.CanonicalSource:
         """Random-access canonical examples of `split` (a TFDS split; "train[:90%]", "train+validation" work).
@@ -207,6 +233,9 @@ class Dataset:
                 why = (f" (converted with val_fraction {conversion['val_fraction']} from {images} image(s): no "
                        "validation split; evaluate on another split, or convert at least 2 images with a "
                        "val_fraction above 0)") if conversion and "validation" in named else ""
+                if self.name == "nuclei" and nuclei.SHIFTED_SPLIT in named:
+                    why = (f" (version {self.version}; the {nuclei.SHIFTED_SPLIT!r} split is in version 2.0.0: "
+                           "set data.version=2.0.0)")
                 raise KeyError(f"split {split!r} not in dataset {self.name!r}; "
                                f"available splits: {', '.join(sorted(self.split_sizes))}{why}")
             self._sources[split] = tfds_format.CanonicalSource(self._builder.as_data_source(split=split),
@@ -293,7 +322,8 @@ def resolve(data_cfg: ml_collections.ConfigDict) -> Dataset:
     instance ids, `derived.stored_targets`).
 
     Raises:
-        KeyError: unknown `data_cfg.name` or `data_cfg.variant` (the message lists valid ones).
+        KeyError: unknown `data_cfg.name`, `data_cfg.variant` or `data_cfg.version` (the message lists valid
+            ones).
         ValueError: invalid `data.targets` / `data.weight_map` values, or targets derived from instance
             ids asked of a dataset without them (the message names the dataset).
         FileNotFoundError: a folder dataset that is not converted and has no `data.folder` sources.
@@ -301,6 +331,7 @@ def resolve(data_cfg: ml_collections.ConfigDict) -> Dataset:
     config = data_cfg if isinstance(data_cfg, ml_collections.FrozenConfigDict) else (
         ml_collections.FrozenConfigDict(data_cfg.copy_and_resolve_references()))  # private: callers may change theirs
     spec = DATASETS.get(config.name)
+    _check_version(config, spec)
     choice = stored_targets.choice_from_config(config)
     _check_instances(config, choice, spec.has_instances)  # before a public dataset downloads itself
     builder = spec.load_builder(config)

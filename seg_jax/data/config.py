@@ -42,6 +42,10 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
         name: registered dataset (`DATASET_DEFAULTS`): shapes, nuclei, folder, oxford_iiit_pet, cityscapes.
         variant: builder config of procedural datasets ("default" 96x96, "tiny" 32x32) and the
             sub-directory of a converted folder dataset; unused by the public datasets.
+        version: builder version of a procedural dataset, None = its default: "1.0.0" (default) or "2.0.0"
+            for nuclei (`sources.nuclei`: the more realistic generator, with a held-out split "shifted"),
+            "1.1.0" for shapes; other datasets take None only. Not a model field: a run may be evaluated on
+            another version (`--mode=eval --config.data.version=2.0.0 --split=shifted`, zero-shot).
         data_dir: TFDS data dir ($SEG_JAX_DATA_DIR or ~/.cache/seg_jax/tfds).
         train_split, eval_split: TFDS split names; slices such as "train[:90%]" work.
         crop_size: (height, width) pixels of training crops.
@@ -87,6 +91,7 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict()
     cfg.name = name
     cfg.variant = "default"
+    cfg.version = config_dict.placeholder(str)
     cfg.data_dir = default_data_dir()
     cfg.train_split = "train"
     cfg.eval_split = "validation"

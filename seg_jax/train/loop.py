@@ -298,7 +298,8 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Pa
     `use_tuned`: entries with a tuned file (`<workdir>/tuned/<entry>.json`, `--mode=tune`) use its options
     (`seg_jax.tune.tuned.apply_tuned`); False (`--no_tuned`): the config's.
 
-    Writes `eval/<which>_step<N>[_<split>].json` / `.md` (recording in "postprocess" whether each crf / instances
+    Writes `eval/<which>_step<N>[_<split>][_data<version>].json` / `.md` (`_data<version>` when `data.version`
+    differs from the run's own; recording in "postprocess" whether each crf / instances
     entry used tuned or config options, and which) and pictures `…_<evaluator>_<picture>.png`, never replacing
     earlier ones; returns the flat scalars.
 
@@ -323,8 +324,12 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Pa
     results = _evaluate_all(run.evaluators, steps.replicate(state), dataset=run.dataset)
     scalars, definitions = _merged(results)
     if jax.process_index() == 0:
+        # Data of another generator version than the run's (a zero-shot check) is named in the file names.
+        saved = wd.saved_flat_config(workdir) or {}
+        version = run.dataset.version if config.data.get("version", None) != saved.get("data.version") else None
         _write_eval(results, scalars, definitions, workdir=workdir, step=step, stem=f"{which}_step{step}" + (
-            f"_{evals.safe_name(split)}" if split else ""), title=f"{which} step {step}", postprocess=postprocess)
+            f"_{evals.safe_name(split)}" if split else "") + (f"_data{version}" if version else ""),
+            title=f"{which} step {step}" + (f", data version {version}" if version else ""), postprocess=postprocess)
     return scalars
 
 

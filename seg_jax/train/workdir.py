@@ -30,7 +30,8 @@ RESUMABLE_CHANGES = ("name", "train.steps", "train.schedule_steps", "train.log_e
 RESUMABLE_PREFIXES = ("evals.", "predict.", "tune.", "logging.")  # tune: post-processing search settings
 
 # Keys that change what a trained model computes, or what its outputs are compared with: `--mode=eval` refuses a
-# config that differs from the run's saved one in any of them (prefixes end with a dot).
+# config that differs from the run's saved one in any of them (prefixes end with a dot). `data.version` is not
+# one: a generator version keeps the classes, so evaluating on another is a zero-shot domain-shift check.
 MODEL_FIELDS = ("model.", "task", "crf_layer.", "data.name", "data.variant", "data.mean", "data.std",
                 "data.targets", "data.border_width", "data.ignore_index", "data.folder.num_classes",
                 "data.folder.class_names")
@@ -39,7 +40,7 @@ MODEL_FIELDS = ("model.", "task", "crf_layer.", "data.name", "data.variant", "da
 # one compares as if it had that value, so older runs resume and evaluate as before (data.augment: all off).
 ADDED_DEFAULTS = {"model.pretrained": None, "model.pretrained_normalization": "imagenet", "model.freeze_bn": False,
                   "model.freeze_stages": 0, "data.folder.intensity.method": None, "data.folder.intensity.low": None,
-                  "data.folder.intensity.high": None,
+                  "data.folder.intensity.high": None, "data.version": None,
                   **{f"data.augment.{k}": v for k, v in _flatten(json.loads(augment_config().to_json())).items()}}
 
 

@@ -4,7 +4,7 @@ A data config asks for them with (see `config.base_config`)
     data.targets = "semantic" | "border", data.border_width      (the class map trained on)
     data.weight_map = None | "unet", data.weight_map_w0, data.weight_map_sigma   (the per-pixel loss weights)
 Anything but the plain semantic map without weight map is read from a derived TFDS dataset
-`<base name>_targets/<builder config>/<version>` written next to the base dataset (nuclei, shapes, or a
+`<base name>_targets/<builder config>/<base version>` written next to the base dataset (nuclei, shapes, or a
 folder converted with instances). Its examples are the base examples (image, label, instances, id) plus
     border_label  PNG uint8 [H, W, 1]     `targets.border_targets(instances, width=border_width)`; pixels whose
                                           stored label is ignored stay `STORED_IGNORE`  (targets = "border")
@@ -173,7 +173,9 @@ class TargetsBuilder(tfds_format.StoredBuilder, skip_registration=True):
         self._choice = choice
         self._variant = variant
         self._num_threads = max(int(num_threads), 1)
-        super().__init__(config=tfds.core.BuilderConfig(name=choice.config_name(variant)), **kwargs)
+        # The derived copy of each base version gets that version: <base>_targets/<config>/<base version>.
+        super().__init__(config=tfds.core.BuilderConfig(name=choice.config_name(variant), version=str(base.version)),
+                         **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         choice = self._choice

@@ -2,7 +2,7 @@
 
 Every example is rendered by a pure function `render(rng, image_size) -> (image, label, instances)`
 from its own generator seeded with (variant seed, split, example number), so a dataset is a pure
-function of its variant: the same files on every machine, whatever the generation order.
+function of its variant and version: the same files on every machine, whatever the generation order.
 """
 from __future__ import annotations
 
@@ -54,17 +54,25 @@ class ProceduralBuilder(tfds_format.StoredBuilder, skip_registration=True):
         return tfds_format.stored_info(self, class_names=self.CLASS_NAMES, has_instances=True,
                                        description=self.DESCRIPTION)
 
+    def split_plans(self) -> dict[str, tuple[RenderFn, int]]:
+        """split -> (render function, number of images) at this builder's version: `render` for the `SPLITS`
+        here; a builder whose versions differ overrides it. Example k of the i-th split is rendered from
+        rng (variant seed, i, k)."""
+        config = self.builder_config
+        render = type(self).render
+        return {"train": (render, config.num_train), "validation": (render, config.num_validation),
+                "test": (render, config.num_test)}
+
     def _split_generators(self, dl_manager):
         del dl_manager  # Nothing to download.
-        config = self.builder_config
-        sizes = {"train": config.num_train, "validation": config.num_validation, "test": config.num_test}
-        return {split: self._generate_examples(split=split, count=sizes[split]) for split in SPLITS}
+        return {split: self._generate_examples(split=split, stream=stream, render=render, count=count)
+                for stream, (split, (render, count)) in enumerate(self.split_plans().items())}
 
-    def _generate_examples(self, *, split: str, count: int):
+    def _generate_examples(self, *, split: str, stream: int, render: RenderFn, count: int):
         config = self.builder_config
         for number in range(count):
-            rng = np.random.default_rng([config.seed, SPLITS.index(split), number])
-            image, label, instances = type(self).render(rng, config.image_size)
+            rng = np.random.default_rng([config.seed, stream, number])
+            image, label, instances = render(rng, config.image_size)
             example_id = f"{split}_{number:05d}"
             yield example_id, tfds_format.stored_example(image=image, label=label, instances=instances,
                                                          example_id=example_id)
