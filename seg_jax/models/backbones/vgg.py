@@ -40,7 +40,7 @@ class VGG16(nn.Module):
             need False.
         dropout_rate: dropout after fc6 and fc7 when training (VGG's 0.5); needs a "dropout" rng.
         freeze_bn: BatchNorm always uses (and never updates) its running statistics, as detectron2's
-            FrozenBN; the trainer also keeps its scale and bias fixed (`frozen_labels`).
+            FrozenBN; the trainer also keeps its scale and bias fixed (`frozen_prefixes`).
         norm_axis_name: BatchNorm's cross-device axis name, or None.
         dtype: compute dtype; parameters stay float32.
     """
