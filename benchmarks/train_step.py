@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 import jax
-import jax.numpy as jnp
 from absl import app, flags
 from flax import jax_utils
 
@@ -34,8 +33,7 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute
 
 def bench(spec: str) -> list[dict]:
     config = load_config(spec)
-    if _DTYPE.value == "bfloat16":
-        config.model.dtype = jnp.bfloat16
+    config.model.dtype = _DTYPE.value
     d = jax.local_device_count()
     b = _BATCH.value // d
     hw = (_SIZE.value, _SIZE.value)

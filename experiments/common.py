@@ -43,10 +43,12 @@ def model(options: dict[str, Any]) -> ml_collections.ConfigDict:
     freeze_stages: the backbone's stages 1..k get no updates (detectron2's FREEZE_AT): 1 = VGG conv1_* / ResNet
         stem, 2 = also conv2_* / layer1, ..., 5 = the whole VGG blocks / ResNet (`optimizer.frozen` freezes any
         parameters by path).
+    dtype: the compute dtype, "float32" or "bfloat16" (mixed precision: parameters, BatchNorm statistics, logits and
+        losses stay float32).
     """
     return ml_collections.ConfigDict({"pretrained": config_dict.placeholder(str),
                                       "pretrained_normalization": "imagenet", "freeze_bn": False, "freeze_stages": 0,
-                                      **options})
+                                      "dtype": "float32", **options})
 
 
 def optimizer(options: dict[str, Any]) -> ml_collections.ConfigDict:

@@ -17,9 +17,9 @@ RESUMABLE_CHANGES = ("name", "train.steps", "train.schedule_steps", "train.log_e
 RESUMABLE_PREFIXES = ("evals.", "predict.", "tune.")  # tune: post-processing search settings
 
 # Keys that change what a trained model computes, or what its outputs are compared with: `--mode=eval` refuses a
-# config that differs from the run's saved one in any of them (prefixes end with a dot). The optimiser's fields are
-# not (evaluation restores the run's own optimiser state, `check_eval_config`), but resuming with other ones is
-# refused.
+# config that differs from the run's saved one in any of them (prefixes end with a dot). `model.dtype` is one: a
+# checkpoint evaluated in another compute dtype gives another computation's numbers. The optimiser's fields are not
+# (evaluation restores the run's own optimiser state, `check_eval_config`), but resuming with other ones is refused.
 MODEL_FIELDS = ("model.", "task", "crf_layer.", "data.name", "data.variant", "data.mean", "data.std",
                 "data.targets", "data.border_width", "data.ignore_index", "data.folder.num_classes",
                 "data.folder.class_names")
@@ -29,7 +29,7 @@ MODEL_FIELDS = ("model.", "task", "crf_layer.", "data.name", "data.variant", "da
 # parameter: resuming one with the new default `optimizer.decay_norm_and_bias=False` is refused (set it True).
 # (An empty `optimizer.lr_multipliers` dict has no flat key at all.)
 ADDED_DEFAULTS = {"model.pretrained": None, "model.pretrained_normalization": "imagenet", "model.freeze_bn": False,
-                  "model.freeze_stages": 0, "optimizer.decay_norm_and_bias": True,
+                  "model.freeze_stages": 0, "model.dtype": "float32", "optimizer.decay_norm_and_bias": True,
                   "optimizer.frozen": []}
 
 
