@@ -13,7 +13,6 @@ import json
 
 import jax
 from absl import app, flags
-from flax import jax_utils
 
 from benchmarks.step_timing import random_semantic_batch, time_calls
 from seg_jax import evaluators
@@ -42,8 +41,10 @@ def bench(spec: str) -> list[dict]:
     if exp.task.name != "semantic":
         raise app.UsageError(f"{spec}: this benchmark times semantic models; {config.model.name} is "
                              f"{exp.task.name!r}")
-    state = steps.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model,
-                                                   tx=exp.tx, seed=0, image_shape=hw))
+    state = create_train_state(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx, seed=0,
+                               image_shape=hw)
+    params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
+    state = steps.replicate(state)
     batch = random_semantic_batch(num_devices=d, per_device=b, image_size=hw, num_classes=_CLASSES.value)
     train_fn = steps.pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
     class_names = tuple(f"class_{i}" for i in range(_CLASSES.value))
@@ -56,7 +57,6 @@ def bench(spec: str) -> list[dict]:
         holder["state"], m = train_fn(holder["state"], batch, jax.random.PRNGKey(1))
         return m
 
-    params = sum(x.size for x in jax.tree_util.tree_leaves(jax_utils.unreplicate(state).params))
     common = {"config": spec, "model": config.model.name, "size": _SIZE.value, "batch": _BATCH.value, "devices": d,
               "dtype": _DTYPE.value, "params": int(params), "device_kind": jax.devices()[0].device_kind,
               "loss": config.loss.to_dict()}

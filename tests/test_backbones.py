@@ -11,7 +11,6 @@ import importlib
 import json
 import struct
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +23,7 @@ from seg_jax.train import optim, validate
 from seg_jax.train.experiment import build_experiment
 from seg_jax.train.loop import pretrained_backbone
 from seg_jax.train.state import create_train_state
-from seg_jax.train.steps import pmapped_train_step
+from seg_jax.train.steps import pmapped_train_step, replicate
 
 VGG_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # torchvision's cfg "D"
 
@@ -396,7 +395,7 @@ def _one_step(exp, state, config):
              "label": rng.integers(0, 3, (1, 4, *crop)).astype(np.int32),
              "weights": np.ones((1, 4, *crop), np.float32)}
     step = pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
-    new_state, _ = step(flax.jax_utils.replicate(state), batch, jax.random.key(1))
+    new_state, _ = step(replicate(state), batch, jax.random.key(1))
     return jax.tree.map(lambda x: np.asarray(x[0]), (new_state.params, new_state.batch_stats))
 
 
