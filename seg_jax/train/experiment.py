@@ -107,8 +107,8 @@ def build_experiment(config: ml_collections.ConfigDict, *, num_classes: int,
                                     schedule_steps=0, backbone=site), config, total_steps=schedule_steps(config))
 
 
-def frozen_prefixes(config: ml_collections.ConfigDict,
-                    site: BackboneSite | None) -> Callable[[Any], list[str]] | None:
+def frozen_prefix_fn(config: ml_collections.ConfigDict,
+                     site: BackboneSite | None) -> Callable[[Any], list[str]] | None:
     """params → the path prefixes that do not train: `optimizer.frozen`, and the backbone modules of
     `model.freeze_stages` / `model.freeze_bn` (`backbones.frozen_prefixes`); None when nothing is frozen.
 
@@ -134,7 +134,7 @@ def with_schedule(exp: Experiment, config: ml_collections.ConfigDict, *, total_s
     """`exp` with its schedule and optimiser spanning `total_steps` (a resumed run keeps its recorded span)."""
     schedule = optim.make_schedule(config.schedule, base_lr=config.optimizer.learning_rate, total_steps=total_steps)
     tx = optim.make_optimizer(config.optimizer, schedule)
-    frozen = frozen_prefixes(config, exp.backbone)
+    frozen = frozen_prefix_fn(config, exp.backbone)
     if frozen is not None:
         tx = optim.with_frozen(tx, frozen)
     return dataclasses.replace(exp, learning_rate_fn=schedule, tx=tx, schedule_steps=int(total_steps))
