@@ -127,15 +127,13 @@ def _device_lines(sizes: Sizes) -> Iterator[dict]:
 
 def _jax_train_lines(sizes: Sizes, *, spec: str, dtype: str) -> Iterator[dict]:
     import jax
-    import jax.numpy as jnp
 
     from benchmarks import step_timing
     from seg_jax import tasks
     from seg_jax.studies.spec import load_config
 
     config = load_config(spec + (",tiny" if sizes.smoke else ""))
-    if dtype == "bfloat16":
-        config.model.dtype = jnp.bfloat16
+    config.model.dtype = dtype
     detection = tasks.task_name(config) == "detection"
     size = sizes.detection_size if detection else sizes.semantic_size
     classes = sizes.detection_classes if detection else sizes.semantic_classes

@@ -14,7 +14,6 @@ from typing import Any, Callable
 import jax
 import ml_collections
 import numpy as np
-from flax import jax_utils
 
 from seg_jax import tasks
 from seg_jax.data.pipeline.detection_targets import batched_instances_to_targets
@@ -150,14 +149,15 @@ def compile_train_step(config: ml_collections.ConfigDict, batch: dict[str, Any],
     """The train step of `config` (model, loss, optimiser, schedule as a run builds them) compiled for `batch`
     ([D, b, ...] arrays with at least the task's train keys; only their shapes and dtypes matter here)."""
     exp = build_experiment(config, num_classes=num_classes)
-    state = steps.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model,
-                                                   tx=exp.tx, seed=seed, image_shape=tuple(image_size)))
+    state = create_train_state(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx, seed=seed,
+                               image_shape=tuple(image_size))
+    params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
+    state = steps.replicate(state)
     keys = tuple(exp.task.train_keys)
     step = steps.pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
     start = time.perf_counter()
     compiled = step.lower(state, {k: batch[k] for k in keys}, jax.random.PRNGKey(1)).compile()
     seconds = time.perf_counter() - start
-    params = sum(x.size for x in jax.tree_util.tree_leaves(jax_utils.unreplicate(state).params))
     return CompiledStep(step=compiled, state=state, train_keys=keys, flops=flops_of(compiled),
                         compile_seconds=seconds, params=int(params))
 

@@ -33,7 +33,6 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from absl import app, flags  # noqa: E402
-from flax import jax_utils  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from benchmarks.step_timing import flops_of  # noqa: E402
@@ -99,9 +98,10 @@ def jax_contender(config, batch: dict[str, np.ndarray], *,
     """
     exp = build_experiment(config, num_classes=_CLASSES.value)
     hw = batch["image"].shape[2:4]
-    state = steps.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model,
-                                                   tx=exp.tx, seed=0, image_shape=hw))
-    params = sum(x.size for x in jax.tree_util.tree_leaves(jax_utils.unreplicate(state).params))
+    state = create_train_state(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx, seed=0,
+                               image_shape=hw)
+    params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
+    state = steps.replicate(state)
     train_fn = steps.pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
     batch = {k: batch[k] for k in exp.task.train_keys}
     rng = jax.random.PRNGKey(1)

@@ -16,7 +16,6 @@ import json
 import time
 
 import jax
-import jax.numpy as jnp
 from absl import app, flags
 
 from benchmarks.step_timing import (compile_train_step, flops_of, random_semantic_batch, speed, time_calls,
@@ -36,8 +35,7 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute
 
 def bench(spec: str) -> list[dict]:
     config = load_config(spec)
-    if _DTYPE.value == "bfloat16":
-        config.model.dtype = jnp.bfloat16
+    config.model.dtype = _DTYPE.value
     d = jax.local_device_count()
     hw = (_SIZE.value, _SIZE.value)
     config.train.batch_size = _BATCH.value

@@ -27,7 +27,7 @@ def get_config(arg: str | None = "fcn8s") -> ml_collections.ConfigDict:
     config.data.scale_range = (0.5, 2.0)
     config.data.eval_size = (1024, 2048)
     config.model = common.model(MODELS[variant])
-    config.optimizer = ml_collections.ConfigDict(
+    config.optimizer = common.optimizer(
         {"name": "sgd", "learning_rate": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4,
          "grad_clip_norm": None})
     config.schedule = ml_collections.ConfigDict({"name": "polynomial", "warmup_steps": 1000, "end_factor": 0.0,

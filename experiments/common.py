@@ -41,11 +41,33 @@ def model(options: dict[str, Any]) -> ml_collections.ConfigDict:
     freeze_bn: the backbone's BatchNorm in inference mode, its statistics and affine parameters fixed
         (detectron2's FrozenBN).
     freeze_stages: the backbone's stages 1..k get no updates (detectron2's FREEZE_AT): 1 = VGG conv1_* / ResNet
-        stem, 2 = also conv2_* / layer1, ..., 5 = the whole VGG blocks / ResNet.
+        stem, 2 = also conv2_* / layer1, ..., 5 = the whole VGG blocks / ResNet (`optimizer.frozen` freezes any
+        parameters by path).
+    dtype: the compute dtype, "float32" or "bfloat16" (mixed precision: parameters, BatchNorm statistics, logits and
+        losses stay float32).
     """
     return ml_collections.ConfigDict({"pretrained": config_dict.placeholder(str),
                                       "pretrained_normalization": "imagenet", "freeze_bn": False, "freeze_stages": 0,
-                                      **options})
+                                      "dtype": "float32", **options})
+
+
+def optimizer(options: dict[str, Any]) -> ml_collections.ConfigDict:
+    """`config.optimizer`: name, learning_rate and the optimiser's options (`seg_jax.train.optim.make_optimizer`:
+    weight_decay, momentum, nesterov, b1, b2, grad_clip_norm), plus its parameter groups. Parameters are named by
+    their path in the parameter tree, module names joined by "/" (e.g. "backbone/conv1_1/kernel"); a prefix matches
+    whole names from the top.
+
+    decay_norm_and_bias: False: weight decay (adamw, sgd) only on kernels, not on biases, normalisation scales /
+        offsets or scalars; True: on every parameter.
+    lr_multipliers: {path prefix: factor} scaling the learning rate of the matching parameters (the longest
+        matching prefix wins), e.g. {"backbone": 0.1} to fine-tune from pretrained weights; from the command line
+        `--config.optimizer.lr_multipliers="{'backbone': 0.1}"`.
+    frozen: path prefixes of parameters that get no update at all, e.g. ("backbone/conv1_1",); from the command
+        line `--config.optimizer.frozen="('backbone/conv1_1', 'head')"` or the flag once per prefix (a comma does not
+        split); `model.freeze_stages` / `freeze_bn` add the backbone modules they name.
+    A prefix that matches no parameter is an error naming it.
+    """
+    return ml_collections.ConfigDict({"decay_norm_and_bias": False, "lr_multipliers": {}, "frozen": (), **options})
 
 
 def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
@@ -65,7 +87,7 @@ def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0})
     # None, "inverse_frequency" or "median_frequency" (from the training split's label counts).
     config.class_weights = config_dict.placeholder(str)
-    config.optimizer = ml_collections.ConfigDict(
+    config.optimizer = optimizer(  # name and options, plus the parameter groups (`optimizer`)
         {"name": "adamw", "learning_rate": 3e-3, "weight_decay": 1e-4, "momentum": 0.9, "grad_clip_norm": 1.0})
     config.schedule = ml_collections.ConfigDict({"name": "cosine", "warmup_steps": 50, "end_factor": 0.01,
                                                  "power": 0.9})

@@ -48,7 +48,7 @@ def get_config(arg: str | None = "shapes") -> ml_collections.ConfigDict:
         config.data.crop_size = (512, 512)
         config.data.scale_range = (0.5, 2.0)
         config.data.max_instances = 100
-        config.optimizer = ml_collections.ConfigDict(
+        config.optimizer = common.optimizer(
             {"name": "sgd", "learning_rate": 0.02, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4,
              "grad_clip_norm": None})
         config.schedule = ml_collections.ConfigDict({"name": "cosine", "warmup_steps": 1000, "end_factor": 0.0,

@@ -11,10 +11,10 @@ import importlib
 import json
 import struct
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from seg_jax.models import backbones, create_model
@@ -23,7 +23,7 @@ from seg_jax.train import optim, validate
 from seg_jax.train.experiment import build_experiment
 from seg_jax.train.loop import pretrained_backbone
 from seg_jax.train.state import create_train_state
-from seg_jax.train.steps import pmapped_train_step
+from seg_jax.train.steps import pmapped_train_step, replicate
 
 VGG_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # torchvision's cfg "D"
 
@@ -395,7 +395,7 @@ def _one_step(exp, state, config):
              "label": rng.integers(0, 3, (1, 4, *crop)).astype(np.int32),
              "weights": np.ones((1, 4, *crop), np.float32)}
     step = pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
-    new_state, _ = step(flax.jax_utils.replicate(state), batch, jax.random.key(1))
+    new_state, _ = step(replicate(state), batch, jax.random.key(1))
     return jax.tree.map(lambda x: np.asarray(x[0]), (new_state.params, new_state.batch_stats))
 
 
@@ -433,16 +433,21 @@ def test_freeze_bn_keeps_statistics_and_affine_fixed(tmp_path):
     assert not np.array_equal(params["backbone"]["conv2_1"]["kernel"], state.params["backbone"]["conv2_1"]["kernel"])
 
 
-def test_frozen_labels_follow_detectron2_stages():
+def test_frozen_prefixes_follow_detectron2_stages():
     params = {"backbone": {"conv1": {"kernel": 0}, "bn1": {"scale": 0}, "layer1_0": {"conv1": {"kernel": 0},
                                                                                        "bn1": {"scale": 0}},
                            "layer2_0": {"downsample_bn": {"bias": 0}, "conv2": {"kernel": 0}}}, "fpn": {"w": 0}}
-    labels = backbones.frozen_labels(params, backbone=create_backbone("resnet50"), freeze_stages=2)
-    assert labels["backbone"]["layer1_0"]["conv1"]["kernel"] == "frozen" and labels["fpn"]["w"] == "trained"
-    assert labels["backbone"]["layer2_0"]["downsample_bn"]["bias"] == "trained"
-    labels = backbones.frozen_labels(params, backbone=create_backbone("resnet50"), freeze_bn=True)
-    assert labels["backbone"]["layer2_0"] == {"downsample_bn": {"bias": "frozen"}, "conv2": {"kernel": "trained"}}
-    assert optim.with_frozen  # the optax partition that applies them (tested by a train step above)
+    resnet50 = create_backbone("resnet50")
+    assert backbones.frozen_prefixes(params, backbone=resnet50, freeze_stages=2) == [
+        "backbone/bn1", "backbone/conv1", "backbone/layer1_0"]
+    assert backbones.frozen_prefixes(params, backbone=resnet50, freeze_bn=True) == [
+        "backbone/bn1", "backbone/layer1_0/bn1", "backbone/layer2_0/downsample_bn"]
+    # the one freezing mechanism, with optimizer.frozen's prefixes: labels by path
+    tx = optim.with_frozen(optax.sgd(1.0), lambda p: backbones.frozen_prefixes(p, backbone=resnet50, freeze_stages=1))
+    grads = jax.tree.map(lambda _: jnp.ones(2), params)
+    updates, _ = tx.update(grads, tx.init(grads))
+    assert updates["backbone"]["conv1"]["kernel"].tolist() == [0, 0] and updates["fpn"]["w"].tolist() == [-1, -1]
+    assert updates["backbone"]["layer1_0"]["conv1"]["kernel"].tolist() == [-1, -1]
 
 
 @pytest.mark.parametrize("changes,field,message", [
@@ -504,10 +509,14 @@ def test_mask_rcnn_on_resnet50_has_torchvision_backbone_and_c2_to_c5_levels():
 def test_saved_configs_without_the_new_fields_compare_equal():
     from seg_jax.train import workdir
     config = importlib.import_module("experiments.default").get_config("tiny")
+    config.optimizer.decay_norm_and_bias = True  # what runs saved before the field did: decay on every parameter
     new = workdir.flat_config(config)
     old = {k: v for k, v in new.items() if k not in workdir.ADDED_DEFAULTS}
     assert workdir._differences(old, new) == []
     assert workdir._differences(old, {**new, "model.freeze_stages": 2}) == ["model.freeze_stages"]
+    # the new default trains otherwise: resuming an older run with it is refused, naming the field
+    assert workdir._differences(old, {**new, "optimizer.decay_norm_and_bias": False}) == [
+        "optimizer.decay_norm_and_bias"]
 
 
 def test_timm_vgg16_names_and_conv_fc_layers_load_as_torchvision(tmp_path):

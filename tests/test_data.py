@@ -83,6 +83,13 @@ def test_stored_examples_equal_the_renderer_output(shapes_ds):
     assert stored["label"].dtype == np.int32 and stored["instances"].dtype == np.int32
 
 
+def test_our_builders_use_tfds_own_code_path_and_expect_no_checksums():
+    """TFDS finds a builder's download checksums beside its code (`code_path`, through importlib_resources); ours
+    download nothing, so it finds none — no override of TFDS internals needed (tfds 4.9.10)."""
+    builder = shapes.ShapesBuilder
+    assert builder.code_path.name == "shapes.py" and builder.url_infos is None
+
+
 def test_same_seed_gives_identical_dataset(shapes_ds, tmp_path):
     again = data.resolve(tiny_config("shapes", tmp_path))
     first, second = examples_by_id(shapes_ds, "train"), examples_by_id(again, "train")

@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import jax_utils
 from scipy import ndimage
 
 from seg_jax.data.pipeline import augment
@@ -16,7 +15,7 @@ from seg_jax.models.detection_heads import paste_masks
 from seg_jax.models.mask_rcnn import LOSS_TERMS, MaskRCNN, detect, propose
 from seg_jax import metrics, tasks
 from seg_jax.train import steps
-from seg_jax.train.state import TrainState
+from seg_jax.train.state import TrainState, unreplicate_to_host
 
 # XLA:CPU compiles threefry random ops slowly; "rbg" keys compile fast (see tests/test_models.py).
 KEY = jax.random.key(0, impl="rbg")
@@ -257,7 +256,7 @@ def overfit():
     detection_metrics = metrics.DetectionMetrics()
     detection_metrics.add(detections, instances=instances, labels=labels)
     return {"history": history, "detections": detections, "metrics": detection_metrics.result(), "initial": params,
-            "final": jax_utils.unreplicate(state).params}
+            "final": unreplicate_to_host(state.params)}
 
 
 

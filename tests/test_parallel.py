@@ -63,3 +63,30 @@ def test_two_processes_match_one(one_device, tmp_path, data_dir):
                                str(port)], env=_env(1, compilation_cache=False)) for i in range(2)]
     assert [p.wait(timeout=480) for p in procs] == [0, 0]
     _assert_same(one_device, _load(out))
+
+
+REPLICATE = """
+import warnings
+warnings.simplefilter("error", DeprecationWarning)  # no deprecated placement call on the way
+import jax, jax.numpy as jnp, numpy as np
+from seg_jax.train import steps
+tree = {"kernel": jnp.arange(6.0).reshape(2, 3), "step": np.int32(7), "host": np.ones(4, np.float32)}
+replicated = steps.replicate(tree)
+returned = jax.pmap(lambda t: t, axis_name=steps.AXIS)(replicated)  # where the pmapped step puts its outputs
+devices = jax.local_devices()
+for name, leaf in replicated.items():
+    assert leaf.shape == (2, *np.shape(tree[name])) and leaf.dtype == returned[name].dtype, name
+    assert leaf.sharding == returned[name].sharding and leaf.sharding.spec == jax.sharding.PartitionSpec("batch")
+    shards = sorted(leaf.addressable_shards, key=lambda s: s.index[0].start)
+    assert [s.device for s in shards] == devices, name
+    for shard in shards:
+        np.testing.assert_array_equal(np.asarray(shard.data)[0], tree[name])
+print("ok", len(devices))
+"""
+
+
+def test_replicate_puts_one_copy_per_local_device_where_pmap_puts_outputs():
+    done = subprocess.run([sys.executable, "-c", REPLICATE], env=_env(2), cwd=SCRIPT.parents[1],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["ok", "2"]

@@ -48,6 +48,16 @@ def test_eval_refuses_a_config_that_changes_the_model_or_its_inputs(finished, ma
     assert train.evaluate(other, workdir, split="train[:4]")["val/num_images"] == 4
 
 
+def test_eval_restores_the_runs_optimiser_state_whatever_the_given_optimizer(finished):
+    """Parameter groups change the optax state's structure (a decay mask adds a MaskedState); optimiser settings
+    are training settings, so evaluation restores the checkpoint with the run's own."""
+    config, workdir, scalars = finished
+    other = config.copy_and_resolve_references()
+    other.optimizer.update(decay_norm_and_bias=True, lr_multipliers={"head": 0.1}, name="sgd")
+    assert wd.check_eval_config(other, workdir).optimizer.to_dict() == wd.read_config(workdir).optimizer.to_dict()
+    assert train.evaluate(other, workdir) == scalars
+
+
 def test_eval_creates_nothing_where_there_is_no_checkpoint(finished, tmp_path):
     config, _, _ = finished
     empty = tmp_path / "empty"

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from seg_jax.models.backbones import create_backbone
 from seg_jax.models.factory import MODELS
-from seg_jax.models.layers import BilinearUpsample, pad_to_multiple
+from seg_jax.models.layers import BilinearUpsample, Conv, pad_to_multiple
 
 OUTPUT_STRIDES = (32, 16, 8)
 SKIP_POOLS = {16: 4, 8: 3}  # fused score map stride → the pool block whose scores are added there
@@ -75,7 +75,7 @@ class FCN(nn.Module):
         backbone, options = self.backbone_config()
         features = create_backbone(backbone, **options, name="backbone")(x, train=train)
         pools = {3: features["C3"], 4: features["C4"]}
-        scores = nn.Conv(self.num_classes, (1, 1), dtype=dtype, name="score_fr")(features["fc7"])
+        scores = Conv(self.num_classes, (1, 1), dtype=dtype, name="score_fr")(features["fc7"])
 
         stride = 32
         for upsample_name in ("upscore2", "upscore_pool4"):
@@ -83,7 +83,7 @@ class FCN(nn.Module):
                 break
             stride //= 2
             pool = SKIP_POOLS[stride]
-            skip = nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros, dtype=dtype,
+            skip = Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros, dtype=dtype,
                            name=f"score_pool{pool}")(pools[pool])
             scores = BilinearUpsample(2, dtype=dtype, name=upsample_name)(scores) + skip
 

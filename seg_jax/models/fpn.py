@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seg_jax.models.layers import Conv
+
 
 def upsample_nearest_2x(x: jax.Array) -> jax.Array:
     """[B, H, W, C] → [B, 2H, 2W, C], each cell repeated 2×2 (the paper's nearest-neighbour upsampling)."""
@@ -29,12 +31,12 @@ class FPN(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: Sequence[jax.Array]) -> list[jax.Array]:
-        laterals = [nn.Conv(self.features, (1, 1), dtype=self.dtype, name=f"lateral{i}")(c)
+        laterals = [Conv(self.features, (1, 1), dtype=self.dtype, name=f"lateral{i}")(c)
                     for i, c in enumerate(inputs)]
         merged = [laterals[-1]]
         for lateral in reversed(laterals[:-1]):
             merged.insert(0, lateral + upsample_nearest_2x(merged[0]))
-        outputs = [nn.Conv(self.features, (3, 3), padding=1, dtype=self.dtype, name=f"output{i}")(m)
+        outputs = [Conv(self.features, (3, 3), padding=1, dtype=self.dtype, name=f"output{i}")(m)
                    for i, m in enumerate(merged)]
         if self.extra_level:
             outputs.append(outputs[-1][:, ::2, ::2])

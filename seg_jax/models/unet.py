@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from seg_jax.models.factory import MODELS
-from seg_jax.models.layers import ConvBlock, max_pool_2x2, pad_to_multiple
+from seg_jax.models.layers import Conv, ConvBlock, max_pool_2x2, pad_to_multiple
 
 UPSAMPLINGS = ("transpose", "bilinear")
 
@@ -44,10 +44,11 @@ class UpConv2x2(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
         batch, height, width, _ = x.shape
         y = jnp.einsum("bhwc,xycf->bhxwyf", x, kernel)  # [B, H, 2, W, 2, F]
-        return y.reshape(batch, 2 * height, 2 * width, self.features) + bias
+        # the bias added in float32, so its gradient is summed in float32 (`layers.promote_keeping_bias`)
+        return (y.reshape(batch, 2 * height, 2 * width, self.features) + bias).astype(x.dtype)
 
 
 @MODELS.register("unet")
@@ -78,7 +79,7 @@ class UNet(nn.Module):
         if self.upsample == "bilinear":
             batch, height, width, channels = x.shape
             x = jax.image.resize(x, (batch, 2 * height, 2 * width, channels), "bilinear")
-            return nn.Conv(features, (1, 1), dtype=dtype, name=name)(x)
+            return Conv(features, (1, 1), dtype=dtype, name=name)(x)
         raise ValueError(f"UNet upsample={self.upsample!r} is not valid; "
                          f"valid values: {', '.join(UPSAMPLINGS)}")
 
@@ -104,5 +105,5 @@ class UNet(nn.Module):
             x = jnp.concatenate([skips[level], x], axis=-1)
             x = block(widths[level], name=f"dec{level}")(x, train=train)
 
-        logits = nn.Conv(self.num_classes, (1, 1), dtype=dtype, name="head")(x)
+        logits = Conv(self.num_classes, (1, 1), dtype=dtype, name="head")(x)
         return logits[:, :height, :width].astype(jnp.float32)

@@ -123,7 +123,7 @@ def run_config(config: ml_collections.ConfigDict | None, workdir: pathlib.Path) 
     if config is None:
         config = wd.read_config(workdir)
     else:
-        wd.check_eval_config(config, workdir)
+        config = wd.check_eval_config(config, workdir)
         config = config.copy_and_resolve_references()
     return predict_config.with_defaults(config)
 

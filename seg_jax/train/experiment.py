@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import ml_collections
@@ -107,15 +107,34 @@ def build_experiment(config: ml_collections.ConfigDict, *, num_classes: int,
                                     schedule_steps=0, backbone=site), config, total_steps=schedule_steps(config))
 
 
+def frozen_prefix_fn(config: ml_collections.ConfigDict,
+                     site: BackboneSite | None) -> Callable[[Any], list[str]] | None:
+    """params → the path prefixes that do not train: `optimizer.frozen`, and the backbone modules of
+    `model.freeze_stages` / `model.freeze_bn` (`backbones.frozen_prefixes`); None when nothing is frozen.
+
+    Raises:
+        ValueError: freeze_stages / freeze_bn for a model without a backbone.
+    """
+    listed = [str(p) for p in (config.optimizer.get("frozen", None) or ())]
+    freeze_stages, freeze_bn = int(config.model.get("freeze_stages", 0) or 0), bool(config.model.get("freeze_bn"))
+    if not (listed or freeze_stages or freeze_bn):
+        return None
+    if (freeze_stages or freeze_bn) and site is None:
+        raise ValueError(no_backbone_message(config, "model.freeze_stages"))
+    backbone = site.module() if site is not None else None
+
+    def prefixes(params):
+        stages = [] if backbone is None else backbones.frozen_prefixes(
+            params, backbone=backbone, path=site.path, freeze_stages=freeze_stages, freeze_bn=freeze_bn)
+        return [*listed, *stages]
+    return prefixes
+
+
 def with_schedule(exp: Experiment, config: ml_collections.ConfigDict, *, total_steps: int) -> Experiment:
     """`exp` with its schedule and optimiser spanning `total_steps` (a resumed run keeps its recorded span)."""
     schedule = optim.make_schedule(config.schedule, base_lr=config.optimizer.learning_rate, total_steps=total_steps)
     tx = optim.make_optimizer(config.optimizer, schedule)
-    freeze_stages, freeze_bn = int(config.model.get("freeze_stages", 0) or 0), bool(config.model.get("freeze_bn"))
-    if freeze_stages or freeze_bn:
-        if exp.backbone is None:
-            raise ValueError(no_backbone_message(config, "model.freeze_stages"))
-        tx = optim.with_frozen(tx, functools.partial(
-            backbones.frozen_labels, backbone=exp.backbone.module(), path=exp.backbone.path,
-            freeze_stages=freeze_stages, freeze_bn=freeze_bn))
+    frozen = frozen_prefix_fn(config, exp.backbone)
+    if frozen is not None:
+        tx = optim.with_frozen(tx, frozen)
     return dataclasses.replace(exp, learning_rate_fn=schedule, tx=tx, schedule_steps=int(total_steps))

@@ -313,7 +313,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Pa
     if config is None:
         config = wd.read_config(workdir)
     else:
-        wd.check_eval_config(config, workdir)
+        config = wd.check_eval_config(config, workdir)
     ckpts = open_for_reading(workdir, config, which=which, purpose="evaluate")
     try:
         config, postprocess = apply_tuned(config, workdir, use_tuned=use_tuned)

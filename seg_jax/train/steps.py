@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from seg_jax.train.state import TrainState
@@ -60,11 +61,20 @@ def train_step(
 
 
 def replicate(tree: Any) -> Any:
-    """`tree` copied to every local device (leaves gain a leading axis of size D), placed as the pmapped steps
-    return their state: `flax.jax_utils.replicate` places it differently, so a step fed its copy compiles a second
-    time on its own output (15 s for the default U-Net)."""
-    devices = jnp.zeros((jax.local_device_count(),))  # pmap needs one mapped argument to know D
-    return jax.pmap(lambda _, x: x, axis_name=AXIS, in_axes=(0, None))(devices, tree)
+    """`tree` copied to every local device: leaves gain a leading axis of size D (`jax.local_device_count()`),
+    sharded over a mesh of the local devices with axis `AXIS` — where the pmapped steps put their outputs (jax ≥ 0.8
+    runs pmap on `shard_map`), so a step fed this state does not compile again on its own output. (flax's
+    `jax_utils.replicate`, built on the deprecated `jax.device_put_replicated` and later on a mesh axis of another
+    name, cost that second compilation: 15 s for the default U-Net.)"""
+    devices = jax.local_devices()
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), (AXIS,)),
+                                          jax.sharding.PartitionSpec(AXIS))
+
+    def copies(x):
+        row = x[None] if isinstance(x, jax.Array) else np.asarray(x)[None]  # [1, ...] once, then one copy per device
+        return jax.make_array_from_single_device_arrays((len(devices), *row.shape[1:]), sharding,
+                                                        [jax.device_put(row, device) for device in devices])
+    return jax.tree_util.tree_map(copies, tree)
 
 
 def pmapped_train_step(**options) -> Callable:

@@ -145,6 +145,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, proc
         _one_of(config, "schedule.name", optim.SCHEDULES)
         _number(config, "schedule.warmup_steps", minimum=0)
         _validate_writers(_get(config, "logging.writers"))
+    _validate_param_group_fields(config)
     _validate_pretrained_fields(config)
     if config.model.name not in models.MODELS:
         raise ConfigError("model.name", f"unknown model {config.model.name!r}; valid names: "
@@ -222,6 +223,39 @@ def _validate_builds(config: ml_collections.ConfigDict, *, task: str) -> None:
         message = str(e.args[0]) if e.args else str(e)
         raise ConfigError(field_of(message, default=f"task ({task})"), message) from None
     _validate_backbone(config, exp.backbone)
+    _validate_param_groups(config, exp)
+
+
+def _validate_param_group_fields(config: ml_collections.ConfigDict) -> None:
+    """Types of optimizer.decay_norm_and_bias, lr_multipliers ({prefix: factor >= 0}) and frozen (prefixes)."""
+    decay = _get(config, "optimizer.decay_norm_and_bias")
+    if decay is not None and not isinstance(decay, bool):
+        raise ConfigError("optimizer.decay_norm_and_bias", f"must be True or False, got {decay!r}")
+    multipliers = _get(config, "optimizer.lr_multipliers") or {}
+    if not hasattr(multipliers, "items"):
+        raise ConfigError("optimizer.lr_multipliers", f"must be a dict {{path prefix: factor}}, got {multipliers!r}")
+    for prefix, factor in multipliers.items():
+        _check_number(f"optimizer.lr_multipliers.{prefix}", factor, minimum=0, integer=False)
+    frozen = _get(config, "optimizer.frozen") or ()
+    if isinstance(frozen, str) or not all(isinstance(p, str) and p for p in frozen):
+        raise ConfigError("optimizer.frozen", f"must be a tuple of parameter-path prefixes, got {frozen!r}")
+
+
+def _validate_param_groups(config: ml_collections.ConfigDict, exp: Any) -> None:
+    """Every prefix of optimizer.lr_multipliers / frozen matches a parameter: the optimiser is initialised on the
+    model's parameter shapes (tracing only, nothing computed)."""
+    import jax
+    import jax.numpy as jnp
+    if not (config.optimizer.get("lr_multipliers", None) or config.optimizer.get("frozen", None)):
+        return
+    dummy = jnp.zeros((1, *config.data.crop_size, 3), jnp.float32)
+    key = jax.random.key(0, impl="rbg")
+    try:
+        jax.eval_shape(lambda: exp.tx.init(exp.init_model.init({"params": key, "dropout": key}, dummy,
+                                                               train=False)["params"]))
+    except ValueError as e:
+        message = str(e.args[0]) if e.args else str(e)
+        raise ConfigError(field_of(message, default="optimizer"), message) from None
 
 
 def _validate_pretrained_fields(config: ml_collections.ConfigDict) -> None:

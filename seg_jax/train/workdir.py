@@ -32,14 +32,20 @@ RESUMABLE_PREFIXES = ("evals.", "predict.", "tune.", "logging.")  # tune: post-p
 # Keys that change what a trained model computes, or what its outputs are compared with: `--mode=eval` refuses a
 # config that differs from the run's saved one in any of them (prefixes end with a dot). `data.version` is not
 # one: a generator version keeps the classes, so evaluating on another is a zero-shot domain-shift check.
+# `model.dtype` is one: a checkpoint evaluated in another compute dtype gives another computation's numbers.
+# The optimiser's fields are not (evaluation restores the run's own optimiser state, `check_eval_config`), but
+# resuming with other ones is refused.
 MODEL_FIELDS = ("model.", "task", "crf_layer.", "data.name", "data.variant", "data.mean", "data.std",
                 "data.targets", "data.border_width", "data.ignore_index", "data.folder.num_classes",
                 "data.folder.class_names")
 
 # Fields added to every config after runs were saved, with the value that changes nothing: a saved config without
-# one compares as if it had that value, so older runs resume and evaluate as before (data.augment: all off).
+# one compares as if it had that value, so older runs resume and evaluate as before (data.augment: all off). Older
+# runs decayed every parameter: resuming one with the new default `optimizer.decay_norm_and_bias=False` is refused
+# (set it True). (An empty `optimizer.lr_multipliers` dict has no flat key at all.)
 ADDED_DEFAULTS = {"model.pretrained": None, "model.pretrained_normalization": "imagenet", "model.freeze_bn": False,
-                  "model.freeze_stages": 0, "data.folder.intensity.method": None, "data.folder.intensity.low": None,
+                  "model.freeze_stages": 0, "model.dtype": "float32", "optimizer.decay_norm_and_bias": True,
+                  "optimizer.frozen": [], "data.folder.intensity.method": None, "data.folder.intensity.low": None,
                   "data.folder.intensity.high": None, "data.version": None,
                   **{f"data.augment.{k}": v for k, v in _flatten(json.loads(augment_config().to_json())).items()}}
 
@@ -125,9 +131,13 @@ def check_finished(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, 
             f"schedule; --config.train.schedule_steps=N re-plans it over N steps), or choose another --workdir.")
 
 
-def check_eval_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+def check_eval_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> ml_collections.ConfigDict:
     """Refuses to evaluate `workdir` with a config that changes what its model computes (`MODEL_FIELDS`);
     evaluation-only differences (evals.*, data.eval_split, data.eval_size, data_dir, training settings) are fine.
+
+    Returns:
+        The config to evaluate with: `config` with the run's own `optimizer` section, so that its state has the
+        structure of the checkpoint's optimiser state (parameter groups add or remove optax states).
 
     Raises:
         ConfigMismatchError: naming each such field, saved → given.
@@ -135,7 +145,7 @@ def check_eval_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) 
     old = saved_flat_config(workdir)
     if old is None:
         logging.warning("%s has no config.json; evaluating with the given config as it is", workdir)
-        return
+        return config
     new = flat_config(config)
     refused = [k for k in _differences(old, new)
                if any(k == f or (f.endswith(".") and k.startswith(f)) for f in MODEL_FIELDS)]
@@ -144,6 +154,10 @@ def check_eval_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) 
             f"{workdir} was trained with another model or data config ({_describe(refused, old, new)}); "
             "evaluating it with these would report numbers of another computation. Leave out --config to use the "
             "run's own config.json, or change only evaluation settings (evals.*, data.eval_split, data.eval_size).")
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.optimizer = read_config(workdir).optimizer
+    return config
 
 
 def read_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:

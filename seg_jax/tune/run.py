@@ -144,7 +144,7 @@ def tune(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Path, 
     if config is None:
         config = wd.read_config(workdir)
     else:
-        wd.check_eval_config(config, workdir)
+        config = wd.check_eval_config(config, workdir)
     config = tune_config.with_defaults(config.copy_and_resolve_references())
     ckpts = open_for_reading(workdir, config, which=which, purpose="tune")
     try:

@@ -24,7 +24,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
-from tensorflow_datasets.core import utils as tfds_utils
 from tensorflow_datasets.core.utils import tqdm_utils
 
 VERSION = "1.0.0"
@@ -34,13 +33,6 @@ class StoredBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of the builders seg_jax writes itself (kept out of TFDS's global name registry)."""
 
     VERSION = tfds.core.Version(VERSION)
-
-    @tfds_utils.classproperty
-    @classmethod
-    def code_path(cls):
-        # No download checksums live beside our code. Without this TFDS looks for them through
-        # `importlib_resources`, which is not installed here.
-        return None
 
 
 def encode_png(array: np.ndarray) -> bytes:

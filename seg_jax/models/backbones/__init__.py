@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from seg_jax.models.backbones.basic_resnet import ResNet
 from seg_jax.models.backbones.factory import BACKBONES, backbone_options, create_backbone
-from seg_jax.models.backbones.pretrained import (PretrainedWeightsError, frozen_labels, load_pretrained,
+from seg_jax.models.backbones.pretrained import (PretrainedWeightsError, frozen_prefixes, load_pretrained,
                                                  replace_backbone)
 from seg_jax.models.backbones.resnet import BottleneckResNet
 from seg_jax.models.backbones.vgg import VGG16
 
 __all__ = ["BACKBONES", "BottleneckResNet", "PretrainedWeightsError", "ResNet", "VGG16", "backbone_options",
-           "create_backbone", "frozen_labels", "load_pretrained", "replace_backbone"]
+           "create_backbone", "frozen_prefixes", "load_pretrained", "replace_backbone"]

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seg_jax.models.layers import conv_kernel_init, make_norm, max_pool_2x2
+from seg_jax.models.layers import Conv, conv_kernel_init, make_norm, max_pool_2x2
 
 
 class BasicBlock(nn.Module):
@@ -33,7 +33,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        conv = functools.partial(nn.Conv, self.features, use_bias=self.norm == "none", kernel_init=conv_kernel_init,
+        conv = functools.partial(Conv, self.features, use_bias=self.norm == "none", kernel_init=conv_kernel_init,
                                  dtype=self.dtype)
         norm = functools.partial(make_norm, self.norm, features=self.features, train=train and not self.freeze_bn,
                                  axis_name=self.norm_axis_name, dtype=self.dtype)
@@ -84,7 +84,7 @@ class ResNet(nn.Module):
         if len(self.depths) != len(self.widths) or not self.depths:
             raise ValueError(f"ResNet: depths {tuple(self.depths)} and widths {tuple(self.widths)} must be non-empty "
                              "and give one entry per stage")
-        x = nn.Conv(self.widths[0], (7, 7), strides=2, padding=3, use_bias=self.norm == "none",
+        x = Conv(self.widths[0], (7, 7), strides=2, padding=3, use_bias=self.norm == "none",
                     kernel_init=conv_kernel_init, dtype=self.dtype, name="stem")(x.astype(self.dtype))
         x = make_norm(self.norm, features=self.widths[0], train=train and not self.freeze_bn,
                       axis_name=self.norm_axis_name, dtype=self.dtype)(x)

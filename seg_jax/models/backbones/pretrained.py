@@ -4,7 +4,7 @@
   backbone's Flax variables; one `PretrainedWeightsError` names the first missing, unexpected or mis-shaped key.
 - `replace_backbone(variables, backbone_variables, path=...)`: a model's initialised variables with the backbone
   subtree replaced, shapes checked.
-- `frozen_labels(params, ...)`: which parameters `model.freeze_stages` / `model.freeze_bn` keep fixed.
+- `frozen_prefixes(params, ...)`: which parameters `model.freeze_stages` / `model.freeze_bn` keep fixed.
 """
 from __future__ import annotations
 
@@ -151,17 +151,17 @@ def _copy_path(tree: Mapping, path: tuple[str, ...]) -> dict:
     return tree
 
 
-def frozen_labels(params: Mapping[str, Any], *, backbone, path: tuple[str, ...] = ("backbone",),
-                  freeze_stages: int = 0, freeze_bn: bool = False) -> Any:
-    """A tree like `params` of "frozen" / "trained": the backbone's stages 1..`freeze_stages` (its `stage_of`:
-    VGG-16 blocks conv1..conv5, ResNet stem and layer1..layer4) and, with `freeze_bn`, its BatchNorm scales and
-    biases are "frozen" (detectron2's FREEZE_AT and FrozenBN); everything else is "trained"."""
-    def label(key_path, _):
+def frozen_prefixes(params: Mapping[str, Any], *, backbone, path: tuple[str, ...] = ("backbone",),
+                    freeze_stages: int = 0, freeze_bn: bool = False) -> list[str]:
+    """The "/"-joined parameter-path prefixes (`seg_jax.train.optim.with_frozen`) that `model.freeze_stages` /
+    `model.freeze_bn` keep fixed: the modules of the backbone's stages 1..`freeze_stages` (its `stage_of`: VGG-16
+    blocks conv1..conv5, ResNet stem and layer1..layer4) and, with `freeze_bn`, its BatchNorm modules (their scales
+    and biases), as detectron2's FREEZE_AT and FrozenBN. E.g. ["backbone/conv1", "backbone/layer1_0"]."""
+    frozen = set()
+    for key_path, _ in jax.tree_util.tree_flatten_with_path(_get(params, path))[0]:
         keys = tuple(str(getattr(k, "key", k)) for k in key_path)
-        if keys[:len(path)] != path:
-            return "trained"
-        inner = keys[len(path):]
-        if backbone.stage_of(inner[0]) <= freeze_stages or (freeze_bn and backbone.is_batch_norm(inner[:-1])):
-            return "frozen"
-        return "trained"
-    return jax.tree_util.tree_map_with_path(label, params)
+        if backbone.stage_of(keys[0]) <= freeze_stages:
+            frozen.add("/".join((*path, keys[0])))
+        elif freeze_bn and backbone.is_batch_norm(keys[:-1]):
+            frozen.add("/".join((*path, *keys[:-1])))
+    return sorted(frozen)

@@ -60,7 +60,7 @@ class BottleneckResNet(nn.Module):
         width_multiplier: scales every channel count (1.0 = torchvision's).
         norm: "batch" (torchvision's), or "group" / "layer" / "none" (no torchvision weights).
         freeze_bn: BatchNorm uses (and never updates) its running statistics, as detectron2's FrozenBN; the
-            trainer also keeps its scale and bias fixed (`frozen_labels`).
+            trainer also keeps its scale and bias fixed (`frozen_prefixes`).
         norm_axis_name: BatchNorm's cross-device axis name, or None.
         dtype: compute dtype; parameters stay float32.
     """

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from seg_jax.models.backbones import layout
-from seg_jax.models.layers import conv_kernel_init, make_norm, max_pool_2x2
+from seg_jax.models.layers import Conv, conv_kernel_init, make_norm, max_pool_2x2
 
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (channels, 3×3 convs) per block
 FC_WIDTH = 4096
@@ -40,7 +40,7 @@ class VGG16(nn.Module):
             need False.
         dropout_rate: dropout after fc6 and fc7 when training (VGG's 0.5); needs a "dropout" rng.
         freeze_bn: BatchNorm always uses (and never updates) its running statistics, as detectron2's
-            FrozenBN; the trainer also keeps its scale and bias fixed (`frozen_labels`).
+            FrozenBN; the trainer also keeps its scale and bias fixed (`frozen_prefixes`).
         norm_axis_name: BatchNorm's cross-device axis name, or None.
         dtype: compute dtype; parameters stay float32.
     """
@@ -63,7 +63,7 @@ class VGG16(nn.Module):
                         normalise: bool, train: bool) -> jax.Array:
         # A bias only without a norm (which brings its own shift): vgg16_bn's conv biases are folded into the
         # BatchNorm's running mean when loaded (exact: in training the batch mean cancels them anyway).
-        x = nn.Conv(features, (kernel, kernel), padding="SAME", use_bias=not normalise or self.norm == "none",
+        x = Conv(features, (kernel, kernel), padding="SAME", use_bias=not normalise or self.norm == "none",
                     kernel_init=conv_kernel_init, dtype=self.dtype, name=name)(x)
         if normalise:
             x = make_norm(self.norm, features=features, train=train and not self.freeze_bn,
