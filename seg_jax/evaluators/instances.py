@@ -8,6 +8,7 @@ import numpy as np
 
 from seg_jax import data, metrics, postprocess, visualize
 from seg_jax.evaluators.base import Evaluator, to_host
+from seg_jax.postprocess.threshold import POLARITIES
 
 INSTANCE_SCALARS = ("dsb", "mask_AP", "mask_AP50", "mask_AP75", "PQ", "SQ", "RQ", "PQ_per_image", "AJI",
                     "AJI_per_image", "num_images")
@@ -56,9 +57,9 @@ class InstancesEvaluator(Evaluator):
         source, options = self.options["source"], dict(self.options["options"])
         if source not in SOURCES:
             raise ValueError(f"config.evals.{self.name}.source: {source!r} is not one of {', '.join(SOURCES)}")
-        if self.options["otsu_foreground"] not in postprocess.threshold.POLARITIES:
+        if self.options["otsu_foreground"] not in POLARITIES:
             raise ValueError(f"config.evals.{self.name}.otsu_foreground: {self.options['otsu_foreground']!r} is not "
-                             f"one of {', '.join(postprocess.threshold.POLARITIES)}")
+                             f"one of {', '.join(POLARITIES)}")
         self.reads_distance = any(options.get(key) == "predicted_distance" for key in _USES_DISTANCE)
         if self.reads_distance and (source != "model" or not getattr(self.task, "distance", False)):
             raise ValueError(f"config.evals.{self.name}.options: 'predicted_distance' markers or elevation need a "
