@@ -73,7 +73,7 @@ def _seeds(
         if peak_height <= 0:
             return distance > marker_threshold
         # Each flooded plateau seeds one instance if its peak clears the threshold (not only its pixels above it).
-        plateaus = measure.label(_h_maxima(distance, peak_height), connectivity=connectivity)
+        plateaus = measure.label(_h_maxima(distance, peak_height, connectivity=connectivity), connectivity=connectivity)
         peaks = ndimage.maximum(distance, plateaus, np.arange(plateaus.max() + 1))
         return (plateaus > 0) & (np.asarray(peaks)[plateaus] > marker_threshold)
     distance = ndimage.distance_transform_edt(mask)
@@ -86,14 +86,15 @@ def _seeds(
     return seeds
 
 
-def _h_maxima(distance: np.ndarray, height: float) -> np.ndarray:
+def _h_maxima(distance: np.ndarray, height: float, *, connectivity: int) -> np.ndarray:
     """Boolean `[H, W]`: the regional maxima of the map `distance` flooded to `height` below its peaks (the
-    reconstruction by dilation of `distance - height` under `distance`). Peaks joined by a saddle less than `height`
-    below the lower one become one connected plateau, so they seed one instance; `skimage.morphology.h_maxima`
-    would keep two equally high such peaks apart."""
+    reconstruction by dilation of `distance - height` under `distance`), plateaus connected as `connectivity` says.
+    Peaks joined by a saddle less than `height` below the lower one become one connected plateau, so they seed one
+    instance; `skimage.morphology.h_maxima` would keep two equally high such peaks apart."""
     distance = distance.astype(np.float64)
-    flooded = morphology.reconstruction(distance - height, distance, method="dilation")
-    return morphology.local_maxima(flooded, allow_borders=True).astype(bool)
+    footprint = ndimage.generate_binary_structure(2, connectivity)
+    flooded = morphology.reconstruction(distance - height, distance, method="dilation", footprint=footprint)
+    return morphology.local_maxima(flooded, connectivity=connectivity, allow_borders=True).astype(bool)
 
 
 def _check_distance(distance: np.ndarray, shape: tuple[int, ...], *, mask: np.ndarray) -> np.ndarray:

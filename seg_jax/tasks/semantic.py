@@ -58,8 +58,8 @@ class SemanticTask:
                              "data.distance_target='normalized' (a dataset with instance ids)")
         crf = config.get("crf_layer", None)
         if distance and crf is not None and crf.enabled:
-            raise ValueError("crf_layer.enabled: the CRF-as-RNN layer refines class logits only and cannot take the "
-                             "distance channel of the loss term 'distance'")
+            raise ValueError("the CRF-as-RNN layer (crf_layer.enabled) refines class logits only and cannot take "
+                             "the distance channel of the loss term 'distance'")
         return cls(model=model, loss_fn=losses.make_loss_fn(config.loss), class_weights=class_weights,
                    ignore_index=int(config.data.ignore_index), distance=distance)
 
