@@ -1,6 +1,7 @@
 """Training targets stored by the data stage: U-Net weight maps, border-aware class maps and normalised distance
-maps derived from instance ids when a dataset is prepared, checked against `seg_jax.data.derived.targets` recomputed from the stored
-instances, one copy per parameter set, aligned through augmentation, and clear errors without instances."""
+maps derived from instance ids when a dataset is prepared, checked against `seg_jax.data.derived.targets`
+recomputed from the stored instances, one copy per parameter set, aligned through augmentation, and clear errors
+without instances."""
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """The nuclei variants end to end on tiny data: the distance watershed trained, evaluated against its outputs
-recomputed here, tuned and predicting; the Otsu baselines through the same evaluator; a user's folder of PNGs with instances."""
+recomputed here, tuned and predicting; the Otsu baselines through the same evaluator; a user's folder of PNGs with
+instances."""
 import json
 
 import jax

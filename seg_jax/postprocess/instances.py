@@ -51,15 +51,15 @@ def _seeds(
     foreground: np.ndarray,
     interior: np.ndarray,
     border: np.ndarray | None,
-    distance: np.ndarray | None,
+    predicted: np.ndarray | None,
     marker_threshold: float,
     erosion_radius: int,
     min_distance: int,
     peak_height: float,
     connectivity: int,
 ) -> np.ndarray:
-    """Boolean `[H, W]` watershed seeds (one marker per connected seed region); `distance` is the masked, non-negative
-    predicted distance map or None."""
+    """Boolean `[H, W]` watershed seeds (one marker per connected seed region); `predicted` is the masked,
+    non-negative predicted distance map or None."""
     if markers == "interior":
         if border is None:
             raise ValueError("markers='interior' needs border_index (a model trained on border-aware targets)")
@@ -68,13 +68,14 @@ def _seeds(
         strong = foreground > marker_threshold
         return morphology.erosion(strong, morphology.disk(erosion_radius)) if erosion_radius > 0 else strong
     if markers == "predicted_distance":
-        if distance is None:
+        if predicted is None:
             raise ValueError(f"markers='predicted_distance' needs {_NEEDS_DISTANCE}")
         if peak_height <= 0:
-            return distance > marker_threshold
+            return predicted > marker_threshold
         # Each flooded plateau seeds one instance if its peak clears the threshold (not only its pixels above it).
-        plateaus = measure.label(_h_maxima(distance, peak_height, connectivity=connectivity), connectivity=connectivity)
-        peaks = ndimage.maximum(distance, plateaus, np.arange(plateaus.max() + 1))
+        plateaus = measure.label(_h_maxima(predicted, peak_height, connectivity=connectivity),
+                                 connectivity=connectivity)
+        peaks = ndimage.maximum(predicted, plateaus, np.arange(plateaus.max() + 1))
         return (plateaus > 0) & (np.asarray(peaks)[plateaus] > marker_threshold)
     distance = ndimage.distance_transform_edt(mask)
     peaks = feature.peak_local_max(
@@ -170,8 +171,9 @@ def instances_from_semantic(
           (0 = no erosion);
         "distance_peaks": maxima of the foreground mask's distance transform at least `min_distance` pixels
           apart (an elongated object has several such maxima and may be split: tune it to the object size);
-        "predicted_distance": the h-maxima of the predicted distance map (height `peak_height`) inside the
-          foreground mask, where it exceeds `marker_threshold` (needs `distance`).
+        "predicted_distance": the h-maxima of the predicted distance map inside the foreground mask: its plateaus
+          once flooded `peak_height` below every peak, each kept if its peak exceeds `marker_threshold` (needs
+          `distance`).
       elevation: watershed relief: "distance", the negative distance (pixels) to the background, "border",
         the border probability (needs `border_index`), or "predicted_distance", the negative predicted distance
         (needs `distance`).
@@ -211,7 +213,7 @@ def instances_from_semantic(
             raise ValueError(f"elevation='predicted_distance' needs {_NEEDS_DISTANCE}")
         predicted = None if distance is None else _check_distance(distance, mask.shape, mask=mask)
         seeds = _seeds(
-            mask, markers=markers, foreground=foreground, interior=interior, border=border, distance=predicted,
+            mask, markers=markers, foreground=foreground, interior=interior, border=border, predicted=predicted,
             marker_threshold=marker_threshold, erosion_radius=erosion_radius, min_distance=min_distance,
             peak_height=peak_height, connectivity=connectivity,
         )

@@ -69,9 +69,9 @@ class TuneResult:
 def cached_outputs(run: loop.Run, state, evaluator: evals.Evaluator, *, max_gb: float,
                    tta: dict[str, Any] | None = None) -> list[tuple[Replayed, dict]]:
     """`(Replayed(outputs), batch)` for every eval batch of `evaluator`'s split: the network run once, its logits
-    float32 `[D, b, H, W, N]` (and the distance map of a distance model for an instances entry) on the host; through the test-time
-    augmentation `tta` (the tuned entry's `seg_jax.predict.tta` option, None = off) when given, which the trial
-    evaluators then do not repeat.
+    float32 `[D, b, H, W, N]` (and the distance map of a distance model for an instances entry) on the host;
+    through the test-time augmentation `tta` (the tuned entry's `seg_jax.predict.tta` option, None = off) when
+    given, which the trial evaluators then do not repeat.
 
     Raises:
         ConfigError: on `tune.split` when the split's outputs would take more than `max_gb` GiB.

@@ -14,7 +14,8 @@ folder converted with instances). Its examples are the base examples (image, lab
     distance      zlib float32 [H, W]     `targets.instance_distance(instances)`  (distance_target = "normalized")
 The builder config name holds every value the stored arrays depend on, e.g.
 `default_border2_unet_w0=10.0_sigma=5.0` or `default_distance_normalized` (values as Python writes floats, so it
-is exact): another w0, sigma, border width or distance target prepares its own copy once, and a stale copy is never read for different values.
+is exact): another w0, sigma, border width or distance target prepares its own copy once, and a stale copy is
+never read for different values.
 
 w_c, the U-Net class-balancing weights, are "inverse_frequency" weights (`statistics`) of the trained
 class map (semantic or border classes) over the base dataset's whole `train` split: w_c = 1 / (K f_c), so
