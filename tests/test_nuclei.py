@@ -92,6 +92,15 @@ def test_tune_searches_the_distance_markers_on_the_cached_distance_map(distance_
     assert result.record["baseline"] == pytest.approx(record["val_instances/dsb"], abs=1e-6)
 
 
+def test_eval_refuses_a_config_without_the_distance_channel(distance_run):
+    from seg_jax.train import workdir as wd
+    config, workdir, _ = distance_run
+    plain = config.copy_and_resolve_references()
+    plain.loss = {"cross_entropy": 1.0}
+    with pytest.raises(wd.ConfigMismatchError, match=r"loss.distance.penalty: 'l1' → None"):
+        train.evaluate(plain, workdir)
+
+
 def test_predict_mode_splits_with_the_blended_distance_map(distance_run, distance_outputs):
     from seg_jax import predict
     config, workdir, _ = distance_run

@@ -20,7 +20,7 @@ RESUMABLE_PREFIXES = ("evals.", "predict.", "tune.")  # tune: post-processing se
 # config that differs from the run's saved one in any of them (prefixes end with a dot).
 MODEL_FIELDS = ("model.", "task", "crf_layer.", "data.name", "data.variant", "data.mean", "data.std",
                 "data.targets", "data.border_width", "data.ignore_index", "data.folder.num_classes",
-                "data.folder.class_names")
+                "data.folder.class_names", "loss.distance", "loss.distance.")  # that term adds an output channel
 
 # Fields added to every config after runs were saved, with the value that changes nothing: a saved config without
 # one compares as if it had that value, so older runs resume and evaluate as before.
