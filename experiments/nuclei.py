@@ -1,12 +1,24 @@
 """python launch.py --config=experiments/nuclei.py:border_watershed --workdir=runs/nuclei_border_watershed
 
 Instances from semantic masks on the built-in `nuclei` dataset (touching nuclei, DSB-2018 style):
-  ce_cc             plain cross-entropy, instances by connected components (the baseline);
-  unet_weights_cc   cross-entropy weighted by the U-Net paper's boundary weight map (w0=10, σ=5 px);
-  border_watershed  border-aware 3-class targets (background / interior / border), marker-controlled
-                    watershed seeded by interior minus border.
+  ce_cc               plain cross-entropy, instances by connected components (the baseline);
+  unet_weights_cc     cross-entropy weighted by the U-Net paper's boundary weight map (w0=10, σ=5 px);
+  border_watershed    border-aware 3-class targets (background / interior / border), marker-controlled
+                      watershed seeded by interior minus border;
+  distance_watershed  background / nucleus cross-entropy plus an L1-regressed distance channel (each nucleus's
+                      distance to its outline normalised to [0, 1]); watershed of the negative predicted distance
+                      from its h-maxima, inside the foreground mask;
+  otsu_cc             classical baseline, no learning: Otsu threshold of the grey level + connected components;
+  otsu_watershed      classical baseline: Otsu + watershed of the mask's distance transform from its peaks.
+The two Otsu variants train the U-Net for one step only (the loop evaluates a checkpoint); read their
+`val_instances` alone, computed by the same evaluator on the same images as the learned methods.
 Evaluation reports DSB score, COCO mask AP, PQ and AJI (`val_instances`) beside mIoU (`val`).
 Append `,tiny` for tests.
+
+Your own microscopy: convert a folder of images, class PNGs (0 background, 1 nucleus) and 16-bit instance-id PNGs
+with `python -m seg_jax.data.folder ... --instances DIR --num_classes 2 --out DATA`, then run any variant with
+`--config.data.name=folder --config.data.data_dir=DATA` (add `--config.data.eval_size=(H,W)` when the
+validation images differ in size).
 """
 from __future__ import annotations
 
@@ -14,8 +26,22 @@ import ml_collections
 
 from experiments import common
 
-VARIANTS = ("ce_cc", "unet_weights_cc", "border_watershed")
+VARIANTS = ("ce_cc", "unet_weights_cc", "border_watershed", "distance_watershed", "otsu_cc", "otsu_watershed")
 ARGS = VARIANTS + tuple(f"{v},tiny" for v in VARIANTS)
+
+
+def _instance_options(variant: str) -> dict:
+    """`instances_from_semantic` options of each variant's `val_instances` entry."""
+    if variant == "border_watershed":
+        return {"method": "watershed", "border_index": 2, "markers": "interior", "elevation": "border",
+                "marker_threshold": 0.5, "foreground_threshold": 0.5, "min_size": 8}
+    if variant == "distance_watershed":
+        return {"method": "watershed", "markers": "predicted_distance", "elevation": "predicted_distance",
+                "marker_threshold": 0.3, "peak_height": 0.1, "foreground_threshold": 0.5, "min_size": 8}
+    if variant == "otsu_watershed":
+        return {"method": "watershed", "markers": "distance_peaks", "elevation": "distance", "min_distance": 4,
+                "foreground_threshold": 0.5, "min_size": 8}
+    return {"method": "connected_components", "foreground_threshold": 0.5, "min_size": 8}
 
 
 def get_config(arg: str | None = "border_watershed") -> ml_collections.ConfigDict:
@@ -24,7 +50,6 @@ def get_config(arg: str | None = "border_watershed") -> ml_collections.ConfigDic
     config.name = f"nuclei_{variant}"
     config.data.crop_size = (64, 64)
     config.model = common.model({"name": "unet", "depth": 3, "base_width": 16, "norm": "batch"})
-    options = {"method": "connected_components", "foreground_threshold": 0.5, "min_size": 8}
     if variant == "unet_weights_cc":
         config.data.weight_map = "unet"
         config.data.weight_map_w0 = 10.0
@@ -32,11 +57,19 @@ def get_config(arg: str | None = "border_watershed") -> ml_collections.ConfigDic
     elif variant == "border_watershed":
         config.data.targets = "border"
         config.data.border_width = 2
-        options = {"method": "watershed", "border_index": 2, "markers": "interior", "elevation": "border",
-                   "marker_threshold": 0.5, "foreground_threshold": 0.5, "min_size": 8}
+    elif variant == "distance_watershed":
+        config.data.distance_target = "normalized"
+        config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0, "distance": {"weight": 1.0, "penalty": "l1"}})
     config.evals.val_instances = {"type": "instances", "every": 750, "batch_size": 32, "num_pictures": 6,
-                                  "per_class": False, "options": options}
+                                  "per_class": False, "options": _instance_options(variant),
+                                  "source": "otsu" if variant.startswith("otsu") else "model",
+                                  "otsu_foreground": "bright"}
     if tiny:
         common.shrink_for_tests(config)
         config.model.update(depth=2, base_width=4)
+    if variant.startswith("otsu"):  # nothing is learnt: one step gives the loop its checkpoint
+        config.train.update(steps=1, log_every=1, checkpoint_every=1)
+        config.schedule.warmup_steps = 0
+        for entry in config.evals.values():
+            entry.every = 0
     return config

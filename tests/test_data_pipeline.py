@@ -35,6 +35,7 @@ def random_example(rng, height=10, width=12) -> dict[str, np.ndarray]:
             "label": rng.integers(0, 5, (height, width)).astype(np.int32),
             "instances": rng.integers(0, 9, (height, width)).astype(np.int32),
             "weights": rng.uniform(0.5, 2, (height, width)).astype(np.float32),
+            "distance": rng.uniform(0, 1, (height, width)).astype(np.float32),
             "id": "x"}
 
 

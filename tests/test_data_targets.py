@@ -1,6 +1,7 @@
-"""Training targets stored by the data stage: U-Net weight maps and border-aware class maps derived from
-instance ids when a dataset is prepared, checked against `seg_jax.data.derived.targets` recomputed from the stored
-instances, one copy per parameter set, aligned through augmentation, and clear errors without instances."""
+"""Training targets stored by the data stage: U-Net weight maps, border-aware class maps and normalised distance
+maps derived from instance ids when a dataset is prepared, checked against `seg_jax.data.derived.targets`
+recomputed from the stored instances, one copy per parameter set, aligned through augmentation, and clear errors
+without instances."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from seg_jax import data
-from seg_jax.data.derived.targets import border_targets, unet_weight_map
+from seg_jax.data.derived.targets import border_targets, instance_distance, unet_weight_map
 from seg_jax.data.sources import nuclei, shapes
 
 BORDER_NAMES = ("background", "interior", "border")
@@ -127,7 +128,36 @@ def test_other_parameters_prepare_their_own_copy(border_cfg, data_dir, border_cl
         np.testing.assert_array_equal(after["weights"], before["weights"])
 
 
+def test_stored_distance_maps_equal_recomputation_and_keep_the_classes(data_dir):
+    cfg = tiny_config("nuclei", data_dir, distance_target="normalized")
+    ds = data.resolve(cfg)
+    assert ds.class_names == nuclei.CLASS_NAMES and ds.directory.endswith("tiny_distance_normalized/1.0.0")
+    for base, stored in zip(examples(tiny_config("nuclei", data_dir), "validation"), examples(cfg, "validation"),
+                            strict=True):
+        np.testing.assert_array_equal(stored["label"], base["label"])
+        assert stored["distance"].dtype == np.float32 and "weights" not in stored
+        np.testing.assert_array_equal(stored["distance"], instance_distance(base["instances"]))
+    both = tiny_config("nuclei", data_dir, targets="border", distance_target="normalized")
+    assert data.resolve(both).directory.endswith("tiny_border2_distance_normalized/1.0.0")
+    assert "distance" in examples(both, "test")[0]
+
+
 # ---------------------------------------------------------------- through the pipeline
+
+
+def test_distance_stays_aligned_with_instances_after_augmentation(data_dir):
+    cfg = tiny_config("nuclei", data_dir, distance_target="normalized")
+    cfg.crop_size, cfg.scale_range = (24, 24), (0.5, 2.0)
+    stream = data.train_batches(data.resolve(cfg), global_batch_size=8, seed=1, num_local_devices=1)
+    for _ in range(3):
+        batch = {key: value[0] for key, value in next(stream).items()}
+        assert batch["distance"].shape == batch["instances"].shape == (8, 24, 24)
+        # Nearest-neighbour resampling, crop and flip move both together: positive exactly on instance pixels.
+        np.testing.assert_array_equal(batch["distance"] > 0, batch["instances"] > 0)
+        assert batch["distance"].max() <= 1.0
+    padded = list(data.eval_batches(data.resolve(cfg), split="validation", global_batch_size=6, num_local_devices=1))
+    assert (padded[-1]["distance"][0][padded[-1]["mask"][0] == 0] == 0).all()
+
 
 
 def test_weights_stay_aligned_with_labels_after_augmentation(border_cfg, border_class_weights):
@@ -251,6 +281,7 @@ def test_class_names_follow_the_targets_without_touching_files(tmp_path):
     ("weight_map", "gauss", "unknown data.weight_map 'gauss'; valid values: None, 'unet'"),
     ("border_width", 0, "data.border_width must be a whole number of pixels >= 1, got 0"),
     ("weight_map_sigma", 0.0, "data.weight_map_sigma > 0"),
+    ("distance_target", "pixels", "unknown data.distance_target 'pixels'; valid values: None, 'normalized'"),
 ])
 def test_invalid_target_settings_name_the_key(tmp_path, key, value, message):
     cfg = tiny_config("nuclei", tmp_path, targets="border", weight_map="unet")

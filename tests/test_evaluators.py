@@ -109,3 +109,76 @@ def test_results_table_groups_per_class_scalars():
     assert "| class | iou | dice |" in text and "| a | 0.2500 | 0.4000 |" in text and "| b | 0.7500 | 0.8000 |" in text
     assert "### crf" in text and "- mean_iou: the mean" in text
     json.dumps(scalars)
+
+
+class Unused:
+    """A task the classical baselines must never call."""
+
+    distance = False
+
+    def predict(self, variables, images):
+        raise AssertionError("source='otsu' ran the model")
+
+
+def _synthetic_nuclei_batch():
+    """One batch [1 device, 2 images] of bright disks on a dim, noisy background (two touching, two apart), the
+    right quarter of the second image ignored; with its normalised image, labels, instances and mask."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:32, :40]
+    instances = np.zeros((2, 32, 40), np.int32)
+    for k, (y, x) in enumerate([(10, 10), (10, 21), (24, 30)], start=1):  # disks 1 and 2 touch
+        instances[0][np.hypot(yy - y, xx - x) <= 6] = k
+    instances[1][np.hypot(yy - 16, xx - 12) <= 7] = 1
+    level = np.where(instances > 0, 170.0, 50.0) + rng.normal(0, 12, instances.shape)
+    pixels = np.clip(np.repeat(level[..., None], 3, -1), 0, 255).astype(np.uint8)
+    label = (instances > 0).astype(np.int32)
+    label[1, :, 30:] = 255
+    cfg = data.base_config("nuclei")
+    image = (pixels.astype(np.float32) - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
+    batch = {"image": image[None], "label": label[None], "instances": instances[None],
+             "mask": np.ones((1, 2), np.float32), "weights": np.ones((1, 2, 32, 40), np.float32)}
+    return batch, pixels, cfg
+
+
+@pytest.mark.parametrize("method", ["connected_components", "watershed"])
+def test_otsu_source_segments_the_image_without_the_model(method):
+    from skimage import filters, measure
+    from seg_jax import metrics, postprocess
+    batch, pixels, cfg = _synthetic_nuclei_batch()
+    options = {"method": method, "markers": "distance_peaks", "elevation": "distance", "min_distance": 4}
+    entry = {"type": "instances", "source": "otsu", "num_pictures": 2, "options": options}
+    ev = evaluators.EVALUATORS.get("instances")("val_otsu", entry, task=Unused(), class_names=("background",
+                                                "nucleus"), data_cfg=cfg)
+    result = ev.run_batches([(steps.replicate(_NoState()), batch)])
+    reference = metrics.InstanceMetrics()
+    for i in range(2):
+        valid = batch["label"][0, i] != 255
+        grey = pixels[i].astype(np.float64).mean(-1)
+        foreground = (grey > filters.threshold_otsu(grey[valid])) & valid
+        if method == "connected_components":
+            expected = measure.label(foreground, connectivity=1)
+        else:
+            expected = postprocess.instances_from_semantic(np.stack([~foreground, foreground], -1).astype(np.float32),
+                                                           **options)
+        true = np.where(valid, batch["instances"][0, i], 0)
+        np.testing.assert_array_equal(ev._pairs[i][1], expected)
+        reference.add(expected, true, scores=np.ones(expected.max(), np.float32))
+    want = reference.result()
+    assert result.scalars["val_otsu/dsb"] == pytest.approx(want["dsb"], abs=1e-9)
+    assert result.scalars["val_otsu/AJI"] == pytest.approx(want["AJI"], abs=1e-9)
+    # components merge the touching pair; the distance watershed splits it
+    assert ev._pairs[0][1].max() == (2 if method == "connected_components" else 3)
+    assert "source" in result.definitions
+
+
+def test_instances_entry_options_are_checked():
+    cfg = data.base_config("nuclei")
+    build = lambda **entry: evaluators.EVALUATORS.get("instances")(
+        "val_instances", {"type": "instances", **entry}, task=Unused(), class_names=("a", "b"), data_cfg=cfg)
+    with pytest.raises(ValueError, match="config.evals.val_instances.source: 'image' is not one of model, otsu"):
+        build(source="image")
+    with pytest.raises(ValueError, match="val_instances.otsu_foreground: 'pale' is not one of bright, dark"):
+        build(source="otsu", otsu_foreground="pale")
+    with pytest.raises(ValueError, match="val_instances.options: 'predicted_distance' markers or elevation need a "
+                                         "model with a distance channel"):
+        build(options={"method": "watershed", "markers": "predicted_distance"})

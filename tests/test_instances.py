@@ -1,11 +1,14 @@
-"""Post-processing to instances: values on hand-built probability maps."""
+"""Post-processing to instances: values on hand-built probability and distance maps; the Otsu foreground of the
+classical baselines against scikit-image."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from seg_jax.data.derived.targets import border_targets
-from seg_jax.postprocess.instances import instance_scores, instances_from_semantic, instances_per_class
+from seg_jax.postprocess.instances import (instance_scores, instances_from_semantic, instances_per_class,
+                                           instances_with_scores)
+from seg_jax.postprocess.threshold import otsu_probabilities
 
 
 def _disk(shape: tuple[int, int], center: tuple[int, int], radius: int) -> np.ndarray:
@@ -143,3 +146,82 @@ def test_clear_errors():
         instances_from_semantic(probabilities, method="watershed", markers="interior")
     with pytest.raises(ValueError, match="border_index 2 is not an object channel"):
         instances_from_semantic(probabilities, border_index=2)
+
+
+def _cones(shape: tuple[int, int], centres: list[tuple[float, float]], radius: float) -> np.ndarray:
+    """A hand-made predicted distance map: the highest of cones 1 - r / radius (clipped at 0) around `centres`."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.max([np.clip(1 - np.hypot(yy - y, xx - x) / radius, 0, None) for y, x in centres], axis=0)
+
+
+def test_predicted_distance_watershed_splits_two_touching_disks():
+    true = _touching_disks()
+    probabilities = _two_class_probabilities(true > 0)
+    # Peaks 1 at the centres, a valley of 1 - 6/7 = 0.14 on the contact column 18, noise below peak_height.
+    rng = np.random.default_rng(0)
+    distance = (_cones(true.shape, [(12, 12), (12, 24)], 7.0) + rng.uniform(0, 0.04, true.shape)).astype(np.float32)
+    assert instances_from_semantic(probabilities, distance, method="connected_components").max() == 1
+    split = instances_from_semantic(probabilities, distance, method="watershed", markers="predicted_distance",
+                                    elevation="predicted_distance", marker_threshold=0.3, peak_height=0.1)
+    assert split.max() == 2
+    _assert_recovers(split, true, min_iou=0.9)
+    # The same through the evaluators' entry point, with a score per instance.
+    instances, scores, class_of = instances_with_scores(probabilities, distance, method="watershed",
+                                                        markers="predicted_distance", elevation="predicted_distance")
+    np.testing.assert_array_equal(instances, instances_from_semantic(
+        probabilities, distance, method="watershed", markers="predicted_distance", elevation="predicted_distance"))
+    assert scores.shape == (2,) and class_of.tolist() == [0, 1, 1]
+
+
+def test_peak_height_merges_shallow_bumps_and_threshold_drops_low_peaks():
+    true = _touching_disks()
+    probabilities = _two_class_probabilities(true > 0)
+    # Flat-topped disks (1 within 3.5 px of the centres, 0.29 on the contact column) with two bumps of 0.05 on
+    # each top, 4 px apart: each bump pair dips about 0.04 between its peaks, so h = 0.1 merges them, h = 0.02 not.
+    yy, xx = np.mgrid[: true.shape[0], : true.shape[1]]
+    bumps = sum(0.05 * np.exp(-((yy - 12) ** 2 + (xx - x) ** 2) / 2) for x in (10, 14, 22, 26))
+    distance = (np.clip(2 * _cones(true.shape, [(12, 12), (12, 24)], 7.0), 0, 1) + bumps).astype(np.float32)
+    options = dict(method="watershed", markers="predicted_distance", elevation="predicted_distance",
+                   marker_threshold=0.3)
+    assert instances_from_semantic(probabilities, distance, peak_height=0.02, **options).max() == 4
+    merged = instances_from_semantic(probabilities, distance, peak_height=0.1, **options)
+    _assert_recovers(merged, true, min_iou=0.9)
+    # peak_height 0: the seeds are the regions above marker_threshold; one joins both disks above 0.1 (0.29).
+    assert instances_from_semantic(probabilities, distance, peak_height=0.0, **{**options, "marker_threshold": 0.1}
+                                   ).max() == 1
+    # A disk whose peak stays under marker_threshold gets no seed and is kept whole (with its neighbour).
+    low = np.where(np.arange(true.shape[1]) < 18, distance * 0.2, distance).astype(np.float32)
+    assert instances_from_semantic(probabilities, low, peak_height=0.1, **options).max() == 1
+
+
+def test_predicted_distance_needs_the_map():
+    probabilities = _two_class_probabilities(np.ones((4, 4), bool))
+    with pytest.raises(ValueError, match="markers='predicted_distance' needs the predicted distance map"):
+        instances_from_semantic(probabilities, method="watershed", markers="predicted_distance")
+    with pytest.raises(ValueError, match="elevation='predicted_distance' needs the predicted distance map"):
+        instances_from_semantic(probabilities, method="watershed", elevation="predicted_distance")
+    with pytest.raises(ValueError, match=r"distance must be \[H, W\] = \(4, 4\)"):
+        instances_from_semantic(probabilities, np.zeros((4, 5)), method="watershed", markers="predicted_distance")
+
+
+def test_otsu_probabilities_threshold_the_grey_level_like_skimage():
+    from skimage.filters import threshold_otsu
+    rng = np.random.default_rng(1)
+    true = _touching_disks()
+    level = np.where(true > 0, 150, 40) + rng.normal(0, 25, true.shape)
+    image = np.clip(np.stack([level, level * 0.9, level * 0.8], -1), 0, 255).astype(np.uint8)
+    grey = image.astype(np.float64).mean(-1)
+    expected = grey > threshold_otsu(grey)
+    got = otsu_probabilities(image)
+    assert got.dtype == np.float32 and got.shape == (*true.shape, 2)
+    np.testing.assert_array_equal(got[..., 1], expected)
+    np.testing.assert_array_equal(got[..., 0], ~expected)
+    np.testing.assert_array_equal(otsu_probabilities(image, foreground="dark")[..., 1], ~expected)
+    # Only valid pixels set the threshold and may be foreground.
+    valid = np.ones(true.shape, bool)
+    valid[:, :9] = False
+    expected = (grey > threshold_otsu(grey[valid])) & valid
+    np.testing.assert_array_equal(otsu_probabilities(image, valid=valid)[..., 1], expected)
+    assert not otsu_probabilities(np.full((3, 3, 3), 7, np.uint8))[..., 1].any()  # one grey level: no foreground
+    with pytest.raises(ValueError, match="unknown foreground 'pale'; valid: bright, dark"):
+        otsu_probabilities(image, foreground="pale")

@@ -130,3 +130,51 @@ def test_axis_name_makes_pmean_equal_the_global_loss():
         axis_name="b", devices=jax.devices()[:1])
     got = step(logits[None], labels[None], weights[None])[0]
     np.testing.assert_allclose(float(got), _np_ce(logits, labels, weights), rtol=1e-5)
+
+
+def _np_distance(distance, target, weights=None, penalty="l1"):
+    """Mean error over foreground pixels (target > 0), each weighted, written as a loop."""
+    num = den = 0.0
+    for idx in np.ndindex(target.shape):
+        if target[idx] <= 0:
+            continue
+        w = 1.0 if weights is None else float(weights[idx])
+        e = float(distance[idx]) - float(target[idx])
+        num += w * (abs(e) if penalty == "l1" else e * e)
+        den += w
+    return num / den
+
+
+@pytest.mark.parametrize("penalty,use_weights", [("l1", False), ("l2", False), ("l1", True), ("l2", True)])
+def test_distance_loss_matches_numpy_on_foreground_pixels(penalty, use_weights):
+    rng = np.random.default_rng(5)
+    target = np.where(rng.random((2, 5, 6)) < 0.4, 0.0, rng.uniform(0.05, 1.0, (2, 5, 6))).astype(np.float32)
+    distance = rng.normal(0.5, 0.6, target.shape).astype(np.float32)
+    weights = (rng.random(target.shape) < 0.7).astype(np.float32) * 2.0 if use_weights else None
+    got = losses.distance_loss(jnp.asarray(distance), jnp.asarray(target), weights=weights, penalty=penalty)
+    np.testing.assert_allclose(float(got), _np_distance(distance, target, weights, penalty), rtol=1e-5)
+    # Background predictions are free: changing them changes nothing.
+    moved = np.where(target > 0, distance, 100.0)
+    np.testing.assert_allclose(float(losses.distance_loss(jnp.asarray(moved), jnp.asarray(target), weights=weights,
+                                                          penalty=penalty)), float(got), rtol=1e-6)
+
+
+def test_distance_term_reads_the_distance_channel_and_skips_ignored_pixels():
+    logits, labels, rng = _random_case(6)
+    target = np.where(rng.random(labels.shape) < 0.5, 0.0, rng.uniform(0.1, 1.0, labels.shape)).astype(np.float32)
+    distance = rng.normal(0.5, 0.5, labels.shape).astype(np.float32)
+    weights = rng.uniform(0.0, 3.0, labels.shape).astype(np.float32)
+    weights[0, 0] = 0.0  # e.g. padding
+    fn = losses.make_loss_fn({"cross_entropy": 1.0, "distance": {"weight": 0.5, "penalty": "l2"}})
+    total, terms = fn(jnp.asarray(logits), jnp.asarray(labels), weights=jnp.asarray(weights),
+                      distance=jnp.asarray(distance), distance_target=jnp.asarray(target))
+    # the distance term counts every labelled pixel with a positive weight once: the weight map is the class terms'
+    counted = ((labels != 255) & (weights > 0)).astype(np.float32)
+    expected = _np_distance(distance, target, counted, "l2")
+    np.testing.assert_allclose(float(terms["distance"]), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(total), _np_ce(logits, labels, weights) + 0.5 * expected, rtol=1e-5)
+    assert losses.needs_distance({"cross_entropy": 1.0, "distance": 1.0})
+    assert not losses.needs_distance({"cross_entropy": 1.0, "dice": 1.0})
+    assert losses.loss_options(losses.distance_loss) == {"penalty": "l1"}
+    with pytest.raises(ValueError, match="loss 'distance': penalty 'huber' is not one of l1, l2"):
+        losses.make_loss_fn({"distance": {"penalty": "huber"}})

@@ -1,10 +1,11 @@
-"""Values of the U-Net weight map and the border-aware targets against hand-worked cases and brute force."""
+"""Values of the U-Net weight map, the border-aware targets and the normalised distance map against hand-worked
+cases and brute force."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from seg_jax.data.derived.targets import border_targets, mask_and_border, unet_weight_map
+from seg_jax.data.derived.targets import border_targets, instance_distance, mask_and_border, unet_weight_map
 
 
 def _disk(shape: tuple[int, int], center: tuple[int, int], radius: int) -> np.ndarray:
@@ -134,3 +135,36 @@ def test_border_targets_match_the_definition_by_brute_force(seed, width):
         if deepest <= width:
             expected[(instances == k) & (inner == deepest)] = 1
     np.testing.assert_array_equal(border_targets(instances, width=width), expected)
+
+
+def test_instance_distance_of_a_square_and_two_touching_halves_by_hand():
+    instances = np.zeros((9, 12), np.int32)
+    instances[2:7, 1:6] = 1      # a 5 x 5 square: outline 1 px from outside, centre 3 px
+    instances[2:6, 6:10] = 2     # touches square 1 along column 5 | 6: 4 x 4, deepest 2 px
+    got = instance_distance(instances)
+    square = np.array([[1, 1, 1, 1, 1], [1, 2, 2, 2, 1], [1, 2, 3, 2, 1], [1, 2, 2, 2, 1], [1, 1, 1, 1, 1]]) / 3
+    np.testing.assert_allclose(got[2:7, 1:6], square, rtol=1e-6)
+    np.testing.assert_allclose(got[2:6, 6:10], np.array([[1, 1, 1, 1], [1, 2, 2, 1], [1, 2, 2, 1],
+                                                         [1, 1, 1, 1]]) / 2, rtol=1e-6)
+    assert got.dtype == np.float32 and (got[instances == 0] == 0).all()
+
+
+def test_instance_distance_ignores_the_image_edge_and_fills_a_full_image():
+    # A 3 x 4 instance spanning the rows, against the left edge: only columns 4.. are outside it (no image edge
+    # is an outline), so every row reads 4, 3, 2, 1 px from the left, the deepest pixels on the edge.
+    instances = np.zeros((3, 6), np.int32)
+    instances[:, :4] = 7
+    np.testing.assert_allclose(instance_distance(instances), np.tile([1, 0.75, 0.5, 0.25, 0, 0], (3, 1)), rtol=1e-6)
+    np.testing.assert_array_equal(instance_distance(np.ones((4, 5), np.int32)), np.ones((4, 5), np.float32))
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_instance_distance_matches_brute_force(seed):
+    instances = _random_instances(seed)
+    pixels = np.argwhere(np.ones(instances.shape, bool))
+    expected = np.zeros(instances.shape)
+    for k in range(1, instances.max() + 1):
+        outside = np.argwhere(instances != k)
+        nearest = np.sqrt(((pixels[:, None] - outside[None]) ** 2).sum(-1).min(axis=1)).reshape(instances.shape)
+        expected = np.where(instances == k, nearest / nearest[instances == k].max(), expected)
+    np.testing.assert_allclose(instance_distance(instances), expected, rtol=1e-6)

@@ -209,5 +209,6 @@ def test_every_shipped_config_has_a_valid_tune_section(name, arg):
             ev = evals.EVALUATORS.get(found.kind)(found.entry, entry, task=exp.task, class_names=class_names,
                                                   data_cfg=config.data)
             if found.kind == "instances":  # every value is one the post-processing takes
-                postprocess.instances_with_scores(probabilities, per_class=ev.options["per_class"],
+                distance = np.random.default_rng(1).random((12, 12)).astype(np.float32) if ev.reads_distance else None
+                postprocess.instances_with_scores(probabilities, distance, per_class=ev.options["per_class"],
                                                   **ev.options["options"])

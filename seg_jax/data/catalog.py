@@ -125,8 +125,9 @@ def _check_instances(data_cfg: ml_collections.ConfigDict, choice: stored_targets
     """One clear error when targets derived from instance ids are asked of a dataset without them."""
     if not choice.derived or has_instances is not False:
         return
-    asked = f"data.targets={choice.targets!r}" if choice.targets != "semantic" else ""
-    asked += (" and " if asked else "") + (f"data.weight_map={choice.weight_map!r}" if choice.weight_map else "")
+    asked = " and ".join(f"data.{field}={value!r}" for field, value, used in (
+        ("targets", choice.targets, choice.targets != "semantic"), ("weight_map", choice.weight_map, choice.weight_map),
+        ("distance_target", choice.distance, choice.distance)) if used)
     where = f" (variant {data_cfg.variant!r} in {data_cfg.data_dir})" if data_cfg.name == "folder" else ""
     with_instances = sorted(name for name in DATASETS.names() if DATASETS.get(name).has_instances)
     raise ValueError(

@@ -5,7 +5,7 @@ defect with the same message.
 Every defect raises `DataError` with one message naming the dataset, split, example index (and id):
     dataset 'folder' split 'train' example 3 (id 'scene003'): label value(s) [7] outside [0, 3) and ...
 Per canonical example (labels marked ignored with `labels.STORED_IGNORE`):
-    sizes       image, label, instances and weights cover the same [H, W] pixels
+    sizes       image, label, instances, weights and distance cover the same [H, W] pixels
     range       label values are class ids in [0, num_classes) or ignore
     all ignore  at least one label pixel is not ignored
     instances   every instance id has a foreground class under it (`labels.instances_without_class`)
@@ -23,7 +23,7 @@ import numpy as np
 
 from seg_jax import labels
 
-_SPATIAL_KEYS = ("label", "instances", "weights")
+_SPATIAL_KEYS = ("label", "instances", "weights", "distance")
 
 
 class DataError(labels.LabelError):

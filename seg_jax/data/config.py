@@ -19,6 +19,7 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 # (mean, std) in 0..255 units that pretrained weights expect, by `model.pretrained_normalization`: torchvision's and
 # most timm models take "imagenet"; timm's Inception-style models (mean = std = 0.5 of 0..1) take "inception".
 NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "inception": ((127.5,) * 3, (127.5,) * 3)}
+DISTANCE_TARGETS = (None, "normalized")  # `data.distance_target` values (`derived.targets.instance_distance`)
 
 # `base_config` values that differ from the generic ones, per registered dataset.
 DATASET_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
@@ -65,7 +66,11 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
             w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2)), d1/d2 the distances to the nearest two instances,
             w_c inverse-frequency class weights of the trained classes over the train split).
         weight_map_w0, weight_map_sigma: w0 and sigma (pixels) of the "unet" weight map.
-            Any choice but targets = "semantic" with weight_map = None needs instance ids (nuclei, shapes,
+        distance_target: None, or "normalized": each instance's distance to its outline divided by its maximum
+            (values in [0, 1], 0 on background; `derived.targets.instance_distance`), batched as `distance`
+            float32 [h, w] for a loss term that regresses it (loss "distance").
+            Any choice but targets = "semantic" with weight_map = None and distance_target = None needs instance
+            ids (nuclei, shapes,
             a folder converted with instances): the targets are computed once when the dataset is
             prepared and stored in a derived dataset named after these values (`data.derived.stored_targets`).
         num_workers: grain worker processes (0 = read in this process).
@@ -107,6 +112,7 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
     cfg.weight_map = config_dict.placeholder(str)
     cfg.weight_map_w0 = 10.0
     cfg.weight_map_sigma = 5.0
+    cfg.distance_target = config_dict.placeholder(str)
     cfg.num_workers = 0
     cfg.prefetch = 2
     cfg.folder = ml_collections.ConfigDict(dict(

@@ -12,6 +12,7 @@ import numpy as np
 from seg_jax import data, metrics, postprocess, visualize
 from seg_jax.evaluators import native
 from seg_jax.evaluators.base import Evaluator, to_host
+from seg_jax.postprocess.threshold import POLARITIES
 
 INSTANCE_SCALARS = ("dsb", "mask_AP", "mask_AP50", "mask_AP75", "PQ", "SQ", "RQ", "PQ_per_image", "AJI",
                     "AJI_per_image", "num_images")
@@ -44,15 +45,43 @@ def picture_image(flat: dict[str, np.ndarray], i: int, *, data_cfg) -> np.ndarra
     return native.native_picture(image, fitted_size=flat["fitted_size"][i], native_size=flat["native_size"][i])
 
 
+SOURCES = ("model", "otsu")
+_USES_DISTANCE = ("markers", "elevation")
+
+
 class InstancesEvaluator(Evaluator):
     """Options: `per_class` (instances of every foreground class, for multi-class data such as `shapes`; else one
     foreground) and `options` for `seg_jax.postprocess.instances_from_semantic` (method, markers, thresholds,
     morphology). Pixels with the ignore label count as background for both prediction and truth.
+
+    `source`: "model" (the class probabilities, and the predicted distance map of a model trained with the loss
+    term "distance") or "otsu", a classical baseline that ignores the model: the image's grey level above its Otsu
+    threshold over the labelled pixels (`otsu_foreground` "bright", or below it for "dark") is the foreground
+    that the same post-processing splits (`seg_jax.postprocess.otsu_probabilities`), scored by the same metrics.
     """
 
-    OPTIONS: ClassVar[dict[str, Any]] = {"per_class": False, "options": {}}
+    OPTIONS: ClassVar[dict[str, Any]] = {"per_class": False, "options": {}, "source": "model",
+                                         "otsu_foreground": "bright"}
     DEFINITIONS: ClassVar[dict[str, str]] = {_RENAMED.get(k, k): v for k, v in metrics.INSTANCE_DEFINITIONS.items()}
     needs_instances: ClassVar[bool] = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        source, options = self.options["source"], dict(self.options["options"])
+        if source not in SOURCES:
+            raise ValueError(f"config.evals.{self.name}.source: {source!r} is not one of {', '.join(SOURCES)}")
+        if self.options["otsu_foreground"] not in POLARITIES:
+            raise ValueError(f"config.evals.{self.name}.otsu_foreground: {self.options['otsu_foreground']!r} is not "
+                             f"one of {', '.join(POLARITIES)}")
+        self.reads_distance = any(options.get(key) == "predicted_distance" for key in _USES_DISTANCE)
+        if self.reads_distance and (source != "model" or not getattr(self.task, "distance", False)):
+            raise ValueError(f"config.evals.{self.name}.options: 'predicted_distance' markers or elevation need a "
+                             "model with a distance channel (the loss term 'distance' and data.distance_target) "
+                             "and source 'model'")
+        if source == "otsu":
+            self.DEFINITIONS = {**self.DEFINITIONS, "source": "the model is not used: foreground = grey level "
+                                f"{'above' if self.options['otsu_foreground'] == 'bright' else 'at or below'} the "
+                                "image's Otsu threshold, then the entry's post-processing"}
 
     def scalar_names(self) -> list[str]:
         return list(INSTANCE_SCALARS)
@@ -64,34 +93,60 @@ class InstancesEvaluator(Evaluator):
                                       "single process; evaluate multi-host runs with --mode=eval in one process")
 
     def device_fn(self, state, batch):
-        probabilities = jax.nn.softmax(self.task.predict(state.variables, batch["image"]), -1)
-        return {"probabilities": native.to_native(probabilities, batch) if native.is_native(batch) else probabilities}
+        if self.options["source"] == "otsu":
+            return {}  # the image alone, on the host (`process`)
+        if not self.reads_distance:
+            out = {"probabilities": jax.nn.softmax(self.task.predict(state.variables, batch["image"]), -1)}
+        else:
+            outputs = self.task.predict_outputs(state.variables, batch["image"])
+            out = {"probabilities": jax.nn.softmax(outputs["logits"], -1), "distance": outputs["distance"]}
+        if native.is_native(batch):
+            out = {k: native.to_native(v, batch) if k == "probabilities" else native.to_native(v[..., None], batch)[..., 0]
+                   for k, v in out.items()}
+        return out
 
     def reset(self) -> None:
         self._metrics = metrics.InstanceMetrics()
         self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
         self._images: list[np.ndarray] = []
 
-    def _instances(self, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pred, scores, _ = postprocess.instances_with_scores(probabilities, per_class=self.options["per_class"],
+    def _instances(self, probabilities: np.ndarray, distance: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        pred, scores, _ = postprocess.instances_with_scores(probabilities, distance,
+                                                            per_class=self.options["per_class"],
                                                             **self.options["options"])
         return pred, scores
 
+    def _otsu(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Otsu foreground probabilities `[n, H, W, 2]` of normalised images `[n, H, W, 3]`."""
+        pixels = data.denormalize(images, self.data_cfg)
+        return np.stack([postprocess.otsu_probabilities(image, valid=label != int(self.data_cfg.ignore_index),
+                                                        foreground=self.options["otsu_foreground"])
+                         for image, label in zip(pixels, labels)]) if len(pixels) else np.zeros((0,))
+
     def process(self, outputs, batch) -> None:
-        probabilities = to_host(outputs)["probabilities"]
+        outputs = to_host(outputs)
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
         ignore = int(self.data_cfg.ignore_index)
         real = np.flatnonzero(flat["mask"] > 0)
+        if self.options["source"] == "otsu":
+            if native.is_native(flat):
+                raise ValueError("instances evaluator source='otsu' thresholds the eval-size image and cannot score at "
+                                 "native resolution; leave data.eval_size unset for the classical baselines")
+            probabilities = dict(zip(real, self._otsu(flat["image"][real], flat["label"][real])))
+        else:
+            probabilities = outputs["probabilities"]
         for i in real:
             p, label, true = probabilities[i], flat["label"][i], flat["instances"][i]
+            d = outputs["distance"][i] if "distance" in outputs else None
             if native.is_native(flat):  # crop the padding: morphology and distances must not see it
                 size = flat["native_size"][i]
                 p, label, true = (native.crop(x, size) for x in (p, flat["native_label"][i],
                                                                  flat["native_instances"][i]))
+                d = None if d is None else native.crop(d, size)
             ignored = label == ignore
             p = np.where(ignored[..., None], np.eye(p.shape[-1], dtype=p.dtype)[0], p)
             true = np.where(ignored, 0, true)
-            pred, scores = self._instances(p)
+            pred, scores = self._instances(p, d)
             self._metrics.add(pred, true, scores=scores)
             if len(self._pairs) < self.num_pictures:
                 self._pairs.append((true, pred))

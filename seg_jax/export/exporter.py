@@ -119,6 +119,9 @@ def metadata(predictor: Predictor, exported: jax_export.Exported, *, model: str,
                        "per_class": per_class, "options": options,
                        "usage": "instances_with_scores(probabilities[i] ([H, W, N] of one image), "
                                 "per_class=per_class, **options) -> (instances [H, W], scores [K], class_of [K+1])"}
+        if predictor.apply_with_distance is not None:  # the exported function returns the class probabilities only
+            postprocess["note"] = ("these options read the model's predicted distance map, which this export does "
+                                   "not return: predict instances with `launch.py --mode=predict`")
     return {
         "format": FORMAT,
         "task": predictor.task_name,

@@ -5,6 +5,10 @@ Pipeline of `instances_from_semantic`, each step a keyword option:
   connected components or marker-controlled watershed → removal of instances under `min_size` pixels →
   ids renumbered 1..K.
 
+The watershed's markers and relief come from the probabilities, the foreground mask's distance transform, or the
+model's own distance map (`distance`, the channel a model trained with the loss term "distance" predicts: each
+instance's distance to its outline normalised to [0, 1], `seg_jax.data.derived.targets.instance_distance`).
+
 Instance maps are int32 `[H, W]`, 0 = background, instances numbered 1..K.
 """
 from __future__ import annotations
@@ -16,8 +20,10 @@ from scipy import ndimage
 from skimage import feature, measure, morphology, segmentation
 
 METHODS = ("connected_components", "watershed")
-MARKERS = ("interior", "erosion", "distance_peaks")
-ELEVATIONS = ("border", "distance")
+MARKERS = ("interior", "erosion", "distance_peaks", "predicted_distance")
+ELEVATIONS = ("border", "distance", "predicted_distance")
+_NEEDS_DISTANCE = ("the predicted distance map (a model trained with the loss term 'distance' and "
+                   "data.distance_target; one foreground, per_class=False)")
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> str:
@@ -45,12 +51,15 @@ def _seeds(
     foreground: np.ndarray,
     interior: np.ndarray,
     border: np.ndarray | None,
+    predicted: np.ndarray | None,
     marker_threshold: float,
     erosion_radius: int,
     min_distance: int,
+    peak_height: float,
     connectivity: int,
 ) -> np.ndarray:
-    """Boolean `[H, W]` watershed seeds (one marker per connected seed region)."""
+    """Boolean `[H, W]` watershed seeds (one marker per connected seed region); `predicted` is the masked,
+    non-negative predicted distance map or None."""
     if markers == "interior":
         if border is None:
             raise ValueError("markers='interior' needs border_index (a model trained on border-aware targets)")
@@ -58,6 +67,16 @@ def _seeds(
     if markers == "erosion":
         strong = foreground > marker_threshold
         return morphology.erosion(strong, morphology.disk(erosion_radius)) if erosion_radius > 0 else strong
+    if markers == "predicted_distance":
+        if predicted is None:
+            raise ValueError(f"markers='predicted_distance' needs {_NEEDS_DISTANCE}")
+        if peak_height <= 0:
+            return predicted > marker_threshold
+        # Each flooded plateau seeds one instance if its peak clears the threshold (not only its pixels above it).
+        plateaus = measure.label(_h_maxima(predicted, peak_height, connectivity=connectivity),
+                                 connectivity=connectivity)
+        peaks = ndimage.maximum(predicted, plateaus, np.arange(plateaus.max() + 1))
+        return (plateaus > 0) & (np.asarray(peaks)[plateaus] > marker_threshold)
     distance = ndimage.distance_transform_edt(mask)
     peaks = feature.peak_local_max(
         distance, min_distance=min_distance, labels=measure.label(mask, connectivity=connectivity),
@@ -66,6 +85,26 @@ def _seeds(
     seeds = np.zeros(mask.shape, bool)
     seeds[tuple(peaks.T)] = True
     return seeds
+
+
+def _h_maxima(distance: np.ndarray, height: float, *, connectivity: int) -> np.ndarray:
+    """Boolean `[H, W]`: the regional maxima of the map `distance` flooded to `height` below its peaks (the
+    reconstruction by dilation of `distance - height` under `distance`), plateaus connected as `connectivity` says.
+    Peaks joined by a saddle less than `height` below the lower one become one connected plateau, so they seed one
+    instance; `skimage.morphology.h_maxima` would keep two equally high such peaks apart."""
+    distance = distance.astype(np.float64)
+    footprint = ndimage.generate_binary_structure(2, connectivity)
+    flooded = morphology.reconstruction(distance - height, distance, method="dilation", footprint=footprint)
+    return morphology.local_maxima(flooded, connectivity=connectivity, allow_borders=True).astype(bool)
+
+
+def _check_distance(distance: np.ndarray, shape: tuple[int, ...], *, mask: np.ndarray) -> np.ndarray:
+    """The predicted distance float32 `[H, W]`, clipped at 0 and set to 0 off the foreground `mask`: the loss
+    never constrains it there, so it must not create peaks or ridges."""
+    distance = np.asarray(distance, np.float32)
+    if distance.shape != tuple(shape):
+        raise ValueError(f"distance must be [H, W] = {tuple(shape)} like the probabilities, got {distance.shape}")
+    return np.where(mask, np.maximum(distance, 0.0), 0.0).astype(np.float32)
 
 
 def _check_probabilities(probabilities: np.ndarray) -> np.ndarray:
@@ -95,6 +134,7 @@ def _channel_maps(
 
 def instances_from_semantic(
     probabilities: np.ndarray,
+    distance: np.ndarray | None = None,
     *,
     method: str = "connected_components",
     foreground_threshold: float = 0.5,
@@ -105,6 +145,7 @@ def instances_from_semantic(
     marker_threshold: float = 0.5,
     erosion_radius: int = 2,
     min_distance: int = 3,
+    peak_height: float = 0.1,
     min_size: int = 0,
     opening_radius: int = 0,
     closing_radius: int = 0,
@@ -117,6 +158,8 @@ def instances_from_semantic(
       probabilities: float `[H, W, N]`, softmax over the model's classes; channel 0 is background. With
         border-aware targets (`seg_jax.data.derived.targets.border_targets`) the channels are background, interior,
         border.
+      distance: float `[H, W]`, the model's predicted distance map (`SemanticTask.predict_outputs`), needed by
+        markers / elevation "predicted_distance"; ignored otherwise. An input, not an option (positional).
       method: "connected_components" or "watershed" (marker-controlled, `skimage.segmentation.watershed`).
       foreground_threshold: a pixel is foreground when its foreground probability (the object channel(s) plus
         the border channel) exceeds this.
@@ -127,11 +170,19 @@ def instances_from_semantic(
         "erosion": foreground probability > `marker_threshold`, eroded by a disk of `erosion_radius` pixels
           (0 = no erosion);
         "distance_peaks": maxima of the foreground mask's distance transform at least `min_distance` pixels
-          apart (an elongated object has several such maxima and may be split: tune it to the object size).
-      elevation: watershed relief: "distance", the negative distance (pixels) to the background, or "border",
-        the border probability (needs `border_index`).
-      marker_threshold: probability threshold of the "interior" and "erosion" markers.
+          apart (an elongated object has several such maxima and may be split: tune it to the object size);
+        "predicted_distance": the h-maxima of the predicted distance map inside the foreground mask: its plateaus
+          once flooded `peak_height` below every peak, each kept if its peak exceeds `marker_threshold` (needs
+          `distance`).
+      elevation: watershed relief: "distance", the negative distance (pixels) to the background, "border",
+        the border probability (needs `border_index`), or "predicted_distance", the negative predicted distance
+        (needs `distance`).
+      marker_threshold: probability threshold of the "interior" and "erosion" markers; predicted-distance threshold
+        (normalised units, 0..1) of the "predicted_distance" markers.
       erosion_radius, min_distance: pixels, see `markers`.
+      peak_height: normalised distance units; the dynamic a maximum of the predicted distance needs to seed an
+        instance ("predicted_distance" markers; 0 = every pixel above `marker_threshold` is a seed, so the seeds
+        are the connected regions above it).
       min_size: pixels; instances smaller than this are removed (after splitting).
       opening_radius, closing_radius: pixels, disk radius of a binary opening / closing of the foreground
         mask (0 = none); applied in this order, then `fill_holes`.
@@ -158,12 +209,17 @@ def instances_from_semantic(
     else:
         if elevation == "border" and border is None:
             raise ValueError("elevation='border' needs border_index (a model trained on border-aware targets)")
+        if elevation == "predicted_distance" and distance is None:
+            raise ValueError(f"elevation='predicted_distance' needs {_NEEDS_DISTANCE}")
+        predicted = None if distance is None else _check_distance(distance, mask.shape, mask=mask)
         seeds = _seeds(
-            mask, markers=markers, foreground=foreground, interior=interior, border=border,
+            mask, markers=markers, foreground=foreground, interior=interior, border=border, predicted=predicted,
             marker_threshold=marker_threshold, erosion_radius=erosion_radius, min_distance=min_distance,
-            connectivity=connectivity,
+            peak_height=peak_height, connectivity=connectivity,
         )
         relief = border if elevation == "border" else -ndimage.distance_transform_edt(mask)
+        if elevation == "predicted_distance":
+            relief = -predicted
         instances = segmentation.watershed(
             relief, measure.label(seeds & mask, connectivity=connectivity), mask=mask, connectivity=connectivity
         )
@@ -237,12 +293,14 @@ def instance_scores(
 
 
 def instances_with_scores(
-    probabilities: np.ndarray, *, per_class: bool = False, **options: Any
+    probabilities: np.ndarray, distance: np.ndarray | None = None, *, per_class: bool = False, **options: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Instances of one image as `config.evals.<name>` of type "instances" makes them (evaluation and prediction).
 
     Args:
       probabilities: float `[H, W, N]` softmax probabilities.
+      distance: float `[H, W]` predicted distance map of a distance model, or None (`instances_from_semantic`;
+        one foreground only).
       per_class: `instances_per_class` (every object class of a multi-class model), else one foreground
         (`instances_from_semantic`).
       **options: the options of `instances_from_semantic`.
@@ -254,7 +312,7 @@ def instances_with_scores(
     if per_class:
         instances, class_of = instances_per_class(probabilities, **options)
         return instances, instance_scores(probabilities, instances, class_of_instance=class_of), class_of
-    instances = instances_from_semantic(probabilities, **options)
+    instances = instances_from_semantic(probabilities, distance, **options)
     count = int(instances.max(initial=0))
     class_of = np.concatenate([[0], np.ones(count, np.int32)]).astype(np.int32)
     return instances, instance_scores(probabilities, instances), class_of

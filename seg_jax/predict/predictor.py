@@ -47,7 +47,11 @@ class Predictor:
     augmentation `predict.tta` when it is on: log-probabilities, `seg_jax.predict.tta`), compiled (`jax.jit`);
     `align` pixels the model's input multiple (`tiling.input_multiple`); `options` the checked `predict` section;
     `instance_options` the chosen `evals` entry's `(per_class, options)` for a semantic instance config, else None;
-    `intensity` the scaling of 16-bit / float images to 8 bits that the training images had (`image_intensity`)."""
+    `intensity` the scaling of 16-bit / float images to 8 bits that the training images had (`image_intensity`);
+
+    `apply_with_distance`, when those options read the predicted distance map ("predicted_distance" markers or
+    elevation), the network's class logits and distance map stacked `[b, T, T, N + 1]` (compiled), which instance
+    prediction blends over tiles in place of `apply`'s logits."""
 
     task_name: str
     apply: Callable[[Any, np.ndarray], Any]
@@ -60,6 +64,7 @@ class Predictor:
     instance_options: tuple[bool, dict] | None
     step: int
     intensity: dict | None = None
+    apply_with_distance: Callable[[Any, np.ndarray], Any] | None = None
 
     def predict_tiles(self, tiles: np.ndarray) -> Any:
         """The task's outputs for tiles float32 `[b, T, T, 3]`, as numpy (semantic: logits `[b, T, T, N]`)."""
@@ -167,14 +172,29 @@ def _initial_state(exp, config: ml_collections.ConfigDict):
                               image_shape=tuple(config.data.crop_size))
 
 
+def _with_distance(exp, chosen: tuple[bool, dict] | None, tta: dict) -> Callable | None:
+    """`Predictor.apply_with_distance` of a distance model whose instance options read its map, else None."""
+    if chosen is None or not any(chosen[1].get(k) == "predicted_distance" for k in ("markers", "elevation")):
+        return None
+    if not is_off(tta):
+        raise ConfigError("predict.tta", "test-time augmentation averages class probabilities only, and the instance "
+                                         "options read the predicted distance map too: turn predict.tta off")
+
+    def stacked(variables, tiles):
+        outputs = exp.task.predict_outputs(variables, tiles)
+        return jax.numpy.concatenate([outputs["logits"], outputs["distance"][..., None]], axis=-1)
+    return jax.jit(stacked)
+
+
 def _assembled(config: ml_collections.ConfigDict, exp, *, class_names: tuple[str, ...], align: int,
                variables: dict, step: int) -> Predictor:
-    predict = with_tta(exp.task.predict, tta_options(config.predict.tta, field="predict.tta"))
-    return Predictor(task_name=exp.task.name, apply=jax.jit(predict),  # one shape: [batch_size, T, T, 3]
+    tta = tta_options(config.predict.tta, field="predict.tta")
+    chosen = instance_options(config) if exp.task.name == "semantic" else None
+    return Predictor(task_name=exp.task.name, apply=jax.jit(with_tta(exp.task.predict, tta)),  # [batch_size, T, T, 3]
                      variables=jax.device_put(variables), align=align, options=config.predict,
                      class_names=class_names, mean=tuple(config.data.mean), std=tuple(config.data.std),
-                     instance_options=instance_options(config) if exp.task.name == "semantic" else None,
-                     step=int(step), intensity=image_intensity(config))
+                     instance_options=chosen, step=int(step), intensity=image_intensity(config),
+                     apply_with_distance=_with_distance(exp, chosen, tta))
 
 
 def load_predictor(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Path, *,
@@ -211,9 +231,14 @@ def initial_predictor(config: ml_collections.ConfigDict) -> Predictor:
 def _semantic(image: np.ndarray, predictor: Predictor, *, with_probabilities: bool) -> Prediction:
     o = predictor.options
     weights = tiling.blend_weights(o.tile_size, blend=o.blend, overlap=o.overlap, gaussian_sigma=o.gaussian_sigma)
-    logits = tiling.blended_logits(image, predictor.predict_tiles, tile_size=o.tile_size, overlap=o.overlap,
+    predict_tiles, distance = predictor.predict_tiles, None
+    if predictor.apply_with_distance is not None:  # the distance map blended over tiles like the logits
+        predict_tiles = lambda tiles: jax.device_get(predictor.apply_with_distance(predictor.variables, tiles))
+    logits = tiling.blended_logits(image, predict_tiles, tile_size=o.tile_size, overlap=o.overlap,
                                    align=predictor.align, weights=weights, batch_size=o.batch_size,
                                    mean=predictor.mean, std=predictor.std)
+    if predictor.apply_with_distance is not None:
+        logits, distance = logits[..., :-1], logits[..., -1]
     labels = logits.argmax(-1).astype(np.int32)
     tiles = tiling.tile_count(*image.shape[:2], tile_size=o.tile_size, overlap=o.overlap, align=predictor.align)
     if not (with_probabilities or predictor.instance_options):
@@ -224,7 +249,8 @@ def _semantic(image: np.ndarray, predictor: Predictor, *, with_probabilities: bo
         return Prediction(labels=labels, probabilities=probabilities, tiles=tiles)
     per_class, options = predictor.instance_options
     # once on the stitched probabilities: an object cut by a tile border is one instance by construction
-    instances, scores, class_of = postprocess.instances_with_scores(probabilities, per_class=per_class, **options)
+    instances, scores, class_of = postprocess.instances_with_scores(probabilities, distance, per_class=per_class,
+                                                                    **options)
     return Prediction(labels=labels, probabilities=probabilities, instances=instances, scores=scores,
                       classes=class_of[1:], tiles=tiles)
 

@@ -48,6 +48,11 @@ class DetectionTask:
     name: ClassVar[str] = "detection"
     train_keys: ClassVar[tuple[str, ...]] = ("image", *TARGET_KEYS)
 
+    @staticmethod
+    def output_channels(config: ml_collections.ConfigDict, *, num_classes: int) -> int:
+        del config
+        return num_classes
+
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, *, model: nn.Module, num_classes: int,
                     class_weights: np.ndarray | None = None) -> "DetectionTask":

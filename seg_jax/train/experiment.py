@@ -101,7 +101,8 @@ def schedule_steps(config: ml_collections.ConfigDict) -> int:
 def build_experiment(config: ml_collections.ConfigDict, *, num_classes: int,
                      class_weights: np.ndarray | None = None) -> Experiment:
     """Task (model + loss), schedule and optimiser from `config`; unknown names raise listing valid ones."""
-    init_model, apply_model, site = _models(config, num_classes=num_classes)
+    channels = tasks.output_channels(config, num_classes=num_classes)
+    init_model, apply_model, site = _models(config, num_classes=channels)
     task = tasks.create_task(config, model=apply_model, num_classes=num_classes, class_weights=class_weights)
     return with_schedule(Experiment(init_model=init_model, task=task, learning_rate_fn=None, tx=None,
                                     schedule_steps=0, backbone=site), config, total_steps=schedule_steps(config))

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from seg_jax.data.config import DATASET_DEFAULTS, NORMALIZATIONS
+from seg_jax.data.config import DATASET_DEFAULTS, DISTANCE_TARGETS, NORMALIZATIONS
 
 
 class ConfigError(ValueError):
@@ -123,6 +123,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, proc
     _size(config, "data.eval_size", optional=True)
     _one_of(config, "data.targets", ("semantic", "border"))
     _intensity(config)
+    _one_of(config, "data.distance_target", DISTANCE_TARGETS)
     for field in ("data.mean", "data.std"):
         value = _get(config, field)
         if not isinstance(value, (tuple, list)) or len(value) != 3 or (field == "data.std" and min(value) <= 0):

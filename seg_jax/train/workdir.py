@@ -37,7 +37,7 @@ RESUMABLE_PREFIXES = ("evals.", "predict.", "tune.", "logging.")  # tune: post-p
 # resuming with other ones is refused.
 MODEL_FIELDS = ("model.", "task", "crf_layer.", "data.name", "data.variant", "data.mean", "data.std",
                 "data.targets", "data.border_width", "data.ignore_index", "data.folder.num_classes",
-                "data.folder.class_names")
+                "data.folder.class_names", "loss.distance", "loss.distance.")  # that term adds an output channel
 
 # Fields added to every config after runs were saved, with the value that changes nothing: a saved config without
 # one compares as if it had that value, so older runs resume and evaluate as before (data.augment: all off). Older
@@ -46,7 +46,7 @@ MODEL_FIELDS = ("model.", "task", "crf_layer.", "data.name", "data.variant", "da
 ADDED_DEFAULTS = {"model.pretrained": None, "model.pretrained_normalization": "imagenet", "model.freeze_bn": False,
                   "model.freeze_stages": 0, "model.dtype": "float32", "optimizer.decay_norm_and_bias": True,
                   "optimizer.frozen": [], "data.folder.intensity.method": None, "data.folder.intensity.low": None,
-                  "data.folder.intensity.high": None, "data.version": None,
+                  "data.folder.intensity.high": None, "data.version": None, "data.distance_target": None,
                   **{f"data.augment.{k}": v for k, v in _flatten(json.loads(augment_config().to_json())).items()}}
 
 

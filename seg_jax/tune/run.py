@@ -28,19 +28,25 @@ from seg_jax.tune import config as tune_config, search, target as tgt, tuned
 
 @flax.struct.dataclass
 class Replayed:
-    """A "state" whose `variables` are the network's outputs of one batch (`[D, b, H, W, N]` logits)."""
+    """A "state" whose `variables` are the network's outputs of one batch: `{"logits": [D, b, H, W, N]}` and, for a
+    model with a distance channel read by the entry, `"distance": [D, b, H, W]`."""
 
     variables: Any
 
 
 class ReplayTask:
-    """The run's task with its network replaced by outputs computed once: `predict(outputs, images)` returns
-    `outputs` (an evaluator's `device_fn` calls `task.predict(state.variables, images)`)."""
+    """The run's task with its network replaced by outputs computed once: `predict(outputs, images)` returns the
+    stored logits, `predict_outputs` all of them (an evaluator's `device_fn` calls `task.predict(state.variables,
+    images)` or `task.predict_outputs`)."""
 
     def __init__(self, task: Any):
         self._task = task
 
     def predict(self, variables: Any, images: Any) -> Any:
+        del images
+        return variables["logits"]
+
+    def predict_outputs(self, variables: Any, images: Any) -> Any:
         del images
         return variables
 
@@ -62,28 +68,36 @@ class TuneResult:
 
 def cached_outputs(run: loop.Run, state, evaluator: evals.Evaluator, *, max_gb: float,
                    tta: dict[str, Any] | None = None) -> list[tuple[Replayed, dict]]:
-    """`(Replayed(logits), batch)` for every eval batch of `evaluator`'s split: the network run once, its outputs
-    float32 `[D, b, H, W, N]` on the host; through the test-time augmentation `tta` (the tuned entry's
-    `seg_jax.predict.tta` option, None = off) when given, which the trial evaluators then do not repeat.
+    """`(Replayed(outputs), batch)` for every eval batch of `evaluator`'s split: the network run once, its logits
+    float32 `[D, b, H, W, N]` (and the distance map of a distance model for an instances entry) on the host;
+    through the test-time augmentation `tta` (the tuned entry's `seg_jax.predict.tta` option, None = off) when
+    given, which the trial evaluators then do not repeat.
 
     Raises:
         ConfigError: on `tune.split` when the split's outputs would take more than `max_gb` GiB.
     """
-    predict = jax.pmap(with_tta(run.exp.task.predict, tta_options(tta, field="tta")))
+    task = run.exp.task
+    if isinstance(evaluator, evals.InstancesEvaluator) and getattr(task, "distance", False):
+        # (an instances entry has no TTA option) every trial may read the distance map, whatever its markers
+        predict = jax.pmap(task.predict_outputs)
+    else:
+        logits_fn = with_tta(task.predict, tta_options(tta, field="tta"))
+        predict = jax.pmap(lambda v, images: {"logits": logits_fn(v, images)})
     variables = steps.replicate(state).variables
     examples = len(run.dataset.source(evaluator.split))
     cached = []
     for batch in evaluator.batches(run.dataset):
-        logits = np.asarray(jax.device_get(predict(variables, batch["image"])))
+        outputs = {k: np.asarray(v) for k, v in jax.device_get(predict(variables, batch["image"])).items()}
         if not cached:
-            need = logits.nbytes / (logits.shape[0] * logits.shape[1]) * examples / 2 ** 30
+            images = outputs["logits"].shape[0] * outputs["logits"].shape[1]
+            need = sum(v.nbytes for v in outputs.values()) / images * examples / 2 ** 30
             if need > max_gb:
                 raise ConfigError("tune.split", f"the network's outputs on {evaluator.split!r} ({examples} "
                                                 f"images) take {need:.1f} GiB, over tune.max_cache_gb={max_gb:g}; "
                                                 "tune on a slice (e.g. 'validation[:200]') or raise the limit")
-        cached.append((Replayed(variables=logits), batch))
+        cached.append((Replayed(variables=outputs), batch))
     logging.info("network outputs of %d batch(es) of %s cached on the host (%.1f MiB)", len(cached),
-                 evaluator.split, sum(r.variables.nbytes for r, _ in cached) / 2 ** 20)
+                 evaluator.split, sum(v.nbytes for r, _ in cached for v in r.variables.values()) / 2 ** 20)
     return cached
 
 

@@ -71,7 +71,8 @@ def default_space(kind: str, options: Mapping[str, Any]) -> dict[str, list]:
 
     "crf": the Potts weights, then the appearance kernel's colour and spatial widths, then the smoothness width.
     "instances": foreground threshold and min size; for the watershed also the marker choice ("interior" only
-    with a border channel) and the marker threshold.
+    with a border channel, "predicted_distance" only for an entry that reads a distance model's map) and the marker
+    threshold, and for predicted-distance markers their peak height (normalised distance units).
     """
     if kind == "crf":
         return {"bilateral_compat": [3.0, 5.0, 10.0, 20.0], "gaussian_compat": [1.0, 3.0, 5.0],
@@ -80,8 +81,12 @@ def default_space(kind: str, options: Mapping[str, Any]) -> dict[str, list]:
     space: dict[str, list] = {}
     if options.get("method") == "watershed":
         border = options.get("border_index") is not None
-        space["markers"] = (["interior"] if border else []) + ["erosion", "distance_peaks"]
-        space["marker_threshold"] = [0.3, 0.4, 0.5, 0.6, 0.7]
+        distance = "predicted_distance" in (options.get("markers"), options.get("elevation"))
+        space["markers"] = ((["interior"] if border else []) + (["predicted_distance"] if distance else [])
+                            + ["erosion", "distance_peaks"])
+        space["marker_threshold"] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7] if distance else [0.3, 0.4, 0.5, 0.6, 0.7]
+        if distance:
+            space["peak_height"] = [0.0, 0.05, 0.1, 0.2, 0.3]
     space["foreground_threshold"] = [0.3, 0.4, 0.5, 0.6, 0.7]
     space["min_size"] = [0, 4, 8, 16, 32]
     return space

@@ -3,16 +3,19 @@
 A data config asks for them with (see `config.base_config`)
     data.targets = "semantic" | "border", data.border_width      (the class map trained on)
     data.weight_map = None | "unet", data.weight_map_w0, data.weight_map_sigma   (the per-pixel loss weights)
-Anything but the plain semantic map without weight map is read from a derived TFDS dataset
+    data.distance_target = None | "normalized"                   (the regressed distance map)
+Anything but the plain semantic map without weight map or distance target is read from a derived TFDS dataset
 `<base name>_targets/<builder config>/<base version>` written next to the base dataset (nuclei, shapes, or a
 folder converted with instances). Its examples are the base examples (image, label, instances, id) plus
     border_label  PNG uint8 [H, W, 1]     `targets.border_targets(instances, width=border_width)`; pixels whose
                                           stored label is ignored stay `STORED_IGNORE`  (targets = "border")
     weights       zlib float32 [H, W]     `targets.unet_weight_map(instances, class_weights=w_c,
                                           labels=<trained class map>, w0, sigma)`           (weight_map = "unet")
+    distance      zlib float32 [H, W]     `targets.instance_distance(instances)`  (distance_target = "normalized")
 The builder config name holds every value the stored arrays depend on, e.g.
-`default_border2_unet_w0=10.0_sigma=5.0` (values as Python writes floats, so it is exact): another w0, sigma
-or border width prepares its own copy once, and a stale copy is never read for different values.
+`default_border2_unet_w0=10.0_sigma=5.0` or `default_distance_normalized` (values as Python writes floats, so it
+is exact): another w0, sigma, border width or distance target prepares its own copy once, and a stale copy is
+never read for different values.
 
 w_c, the U-Net class-balancing weights, are "inverse_frequency" weights (`statistics`) of the trained
 class map (semantic or border classes) over the base dataset's whole `train` split: w_c = 1 / (K f_c), so
@@ -32,6 +35,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from seg_jax import labels
+from seg_jax.data.config import DISTANCE_TARGETS
 from seg_jax.data.derived import statistics
 from seg_jax.data.derived import targets as target_maps
 from seg_jax.data.sources import tfds_format
@@ -52,6 +56,7 @@ class TargetChoice:
         weight_map: None or "unet".
         w0: weight of the U-Net separation term (>= 0).
         sigma: pixels, width of the U-Net separation term (> 0).
+        distance: None or "normalized" (`targets.instance_distance`, stored as `distance`).
     """
 
     targets: str = "semantic"
@@ -59,11 +64,12 @@ class TargetChoice:
     weight_map: str | None = None
     w0: float = 10.0
     sigma: float = 5.0
+    distance: str | None = None
 
     @property
     def derived(self) -> bool:
         """Whether these targets come from instance ids (and so from a derived dataset)."""
-        return self.targets != "semantic" or self.weight_map is not None
+        return self.targets != "semantic" or self.weight_map is not None or self.distance is not None
 
     @property
     def num_classes(self) -> int | None:
@@ -77,6 +83,8 @@ class TargetChoice:
             parts.append(f"border{self.border_width}")
         if self.weight_map == "unet":
             parts.append(f"unet_w0={self.w0!r}_sigma={self.sigma!r}")
+        if self.distance is not None:
+            parts.append(f"distance_{self.distance}")
         return "_".join(parts)
 
 
@@ -84,7 +92,8 @@ def choice_from_config(data_cfg: ml_collections.ConfigDict) -> TargetChoice:
     """The validated `TargetChoice` of `data_cfg` (keys missing from older configs take their defaults).
 
     Raises:
-        ValueError: an unknown `data.targets` / `data.weight_map` (the message lists the valid values) or an
+        ValueError: an unknown `data.targets` / `data.weight_map` / `data.distance_target` (the message lists the
+            valid values) or an
             out-of-range `data.border_width`, `data.weight_map_w0`, `data.weight_map_sigma`.
     """
     default = TargetChoice()
@@ -95,6 +104,10 @@ def choice_from_config(data_cfg: ml_collections.ConfigDict) -> TargetChoice:
     if weight_map not in WEIGHT_MAPS:
         raise ValueError(f"unknown data.weight_map {weight_map!r}; valid values: "
                          f"{', '.join(repr(value) for value in WEIGHT_MAPS)}")
+    distance = data_cfg.get("distance_target", default.distance)
+    if distance not in DISTANCE_TARGETS:
+        raise ValueError(f"unknown data.distance_target {distance!r}; valid values: "
+                         f"{', '.join(repr(value) for value in DISTANCE_TARGETS)}")
     width = data_cfg.get("border_width", default.border_width)
     w0 = float(data_cfg.get("weight_map_w0", default.w0))
     sigma = float(data_cfg.get("weight_map_sigma", default.sigma))
@@ -106,7 +119,7 @@ def choice_from_config(data_cfg: ml_collections.ConfigDict) -> TargetChoice:
     # Values the stored arrays do not depend on are kept at their defaults, so they never split copies.
     return TargetChoice(targets=targets, border_width=int(width) if targets == "border" else default.border_width,
                         weight_map=weight_map, w0=w0 if weight_map else default.w0,
-                        sigma=sigma if weight_map else default.sigma)
+                        sigma=sigma if weight_map else default.sigma, distance=distance)
 
 
 def trained_label(example: Mapping[str, Any], *, choice: TargetChoice) -> np.ndarray:
@@ -152,7 +165,8 @@ def derive_example(record: Mapping[str, Any], *, choice: TargetChoice,
     return example["id"], tfds_format.stored_example(
         image=record["image"], label=example["label"].astype(np.uint8), instances=record["instances"],
         example_id=example["id"], weights=weights,
-        border_label=label.astype(np.uint8) if choice.targets == "border" else None)
+        border_label=label.astype(np.uint8) if choice.targets == "border" else None,
+        distance=target_maps.instance_distance(example["instances"]) if choice.distance else None)
 
 
 def _trained_label_example(record: Mapping[str, Any], *, choice: TargetChoice) -> dict[str, Any]:
@@ -182,6 +196,7 @@ class TargetsBuilder(tfds_format.StoredBuilder, skip_registration=True):
         return tfds_format.stored_info(
             self, class_names=self._base.info.metadata["class_names"], has_instances=True,
             has_weights=choice.weight_map is not None, has_border_label=choice.targets == "border",
+            has_distance=choice.distance is not None,
             description=f"{self._base.name} with targets derived from its instance ids "
                         "(seg_jax.data.derived.stored_targets).",
             metadata={"base": f"{self._base.name}/{self._variant}", **dataclasses.asdict(choice),

@@ -5,6 +5,7 @@ Every spatial key of an example moves together; how each is resized and padded:
     label      nearest,  padded with the ignore index
     instances  nearest,  padded with 0 (background)
     weights    nearest,  padded with 0 (padding carries no loss)
+    distance   nearest,  padded with 0 (so it stays > 0 exactly on instance pixels)
 Other keys (e.g. `id`) pass through unchanged. Both interpolations sample at pixel centres, so a
 label pixel and the image pixel at the same place stay aligned.
 
@@ -23,7 +24,7 @@ from PIL import Image
 
 from seg_jax import labels
 
-SPATIAL_KEYS = ("image", "label", "instances", "weights")
+SPATIAL_KEYS = ("image", "label", "instances", "weights", "distance")
 _PAD_WITH_IGNORE = "label"
 CAT_MAX_TRIES = 10  # MMSeg's RandomCrop: redraws of a window whose largest class covers too much
 _RESIZED_CROP_TRIES = 10  # torchvision's RandomResizedCrop: draws of a window that fits before the central fallback

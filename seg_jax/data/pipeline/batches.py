@@ -47,7 +47,8 @@ def _check_process(process_index: int, process_count: int) -> None:
 
 def _finish(example: dict[str, Any], *, mean: Sequence[float], std: Sequence[float],
             ignore_index: int) -> dict[str, np.ndarray]:
-    """Batch element: image float32 [h, w, 3] normalised, label int32, weights float32, instances int32."""
+    """Batch element: image float32 [h, w, 3] normalised, label int32, weights float32, instances int32,
+    distance float32 (the last two when the dataset has them)."""
     label = example["label"].astype(np.int32)
     if ignore_index != labels.STORED_IGNORE:  # a run may ignore another value than the stored one
         label = np.where(label == labels.STORED_IGNORE, ignore_index, label).astype(np.int32)
@@ -55,6 +56,8 @@ def _finish(example: dict[str, Any], *, mean: Sequence[float], std: Sequence[flo
            "weights": example["weights"].astype(np.float32)}
     if "instances" in example:
         out["instances"] = example["instances"].astype(np.int32)
+    if "distance" in example:
+        out["distance"] = example["distance"].astype(np.float32)
     return out
 
 
@@ -108,7 +111,7 @@ class EvalTransform:
     """grain map with index: position, canonical example -> batch element with `mask` and `index`.
 
     With `eval_size`, also the `native_truth` keys, padded to `native_size` (the split's largest image).
-    Positions >= num_examples are padding: mask 0, index -1, label all ignore, weights 0, instances 0.
+    Positions >= num_examples are padding: mask 0, index -1, label all ignore, weights 0, instances and distance 0.
     """
 
     num_examples: int
@@ -133,7 +136,8 @@ class EvalTransform:
         if not real:
             out["label"] = np.full_like(out["label"], self.ignore_index)
             out["weights"] = np.zeros_like(out["weights"])
-            for key, fill in (("instances", 0), ("native_label", self.ignore_index), ("native_instances", 0)):
+            for key, fill in (("instances", 0), ("distance", 0), ("native_label", self.ignore_index),
+                              ("native_instances", 0)):
                 if key in out:
                     out[key] = np.full_like(out[key], fill)
         return out
@@ -183,7 +187,8 @@ def train_batches(dataset: Dataset, *, global_batch_size: int, seed: int, start_
     """Endless training batches of `dataset.config.train_split` for this process, from global step `start_step`.
 
     Yields dicts with image float32 [D, b, h, w, 3] (normalised), label int32 [D, b, h, w],
-    weights float32 [D, b, h, w] and, for datasets with instances, instances int32 [D, b, h, w];
+    weights float32 [D, b, h, w] and, for datasets with instances, instances int32 [D, b, h, w] (and with
+    `data.distance_target`, distance float32 [D, b, h, w]);
     D = num_local_devices, b = global_batch_size / (process_count * D), (h, w) = data.crop_size.
     `example_map`, a picklable callable, maps each augmented, normalised element (the keys above without
     [D, b]) to the element batched, e.g. `DetectionTargets` adds boxes/classes/masks/valid.

@@ -6,13 +6,14 @@ Stored format (what our own builders write, read back without TensorFlow):
     instances  zlib Tensor, uint16 [H, W]   instance ids, 0 = background (optional)
     weights    zlib Tensor, float32 [H, W]  per-pixel loss weights (optional)
     border_label  PNG, uint8 [H, W, 1]   0 background, 1 interior, 2 border, 255 = ignore (optional)
+    distance   zlib Tensor, float32 [H, W]  per-instance normalised distance to the outline (optional)
     id         Text
 Class names live in the builder's metadata (`metadata.json`), so a directory is self-describing.
-`weights` and `border_label` are derived from the instance ids by `stored_targets`.
+`weights`, `border_label` and `distance` are derived from the instance ids by `stored_targets`.
 
 Canonical example (host-side numpy, what `catalog.Dataset.source` returns):
     image uint8 [H, W, 3], label int32 [H, W] (`labels.STORED_IGNORE` = ignore), optional instances int32 [H, W],
-    optional weights float32 [H, W], id str.
+    optional weights float32 [H, W], optional distance float32 [H, W], id str.
 """
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def stored_features(*, has_instances: bool, has_weights: bool = False,
-                    has_border_label: bool = False) -> tfds.features.FeaturesDict:
+def stored_features(*, has_instances: bool, has_weights: bool = False, has_border_label: bool = False,
+                    has_distance: bool = False) -> tfds.features.FeaturesDict:
     """The TFDS feature dict of the stored format above."""
     features: dict[str, Any] = {
         "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
@@ -61,12 +62,14 @@ def stored_features(*, has_instances: bool, has_weights: bool = False,
         features["weights"] = tfds.features.Tensor(shape=(None, None), dtype=np.float32, encoding="zlib")
     if has_border_label:
         features["border_label"] = tfds.features.Image(shape=(None, None, 1), dtype=np.uint8)
+    if has_distance:
+        features["distance"] = tfds.features.Tensor(shape=(None, None), dtype=np.float32, encoding="zlib")
     return tfds.features.FeaturesDict(features)
 
 
 def stored_info(builder: tfds.core.DatasetBuilder, *, class_names: Sequence[str], has_instances: bool,
                 description: str, has_weights: bool = False, has_border_label: bool = False,
-                metadata: Mapping[str, Any] | None = None) -> tfds.core.DatasetInfo:
+                has_distance: bool = False, metadata: Mapping[str, Any] | None = None) -> tfds.core.DatasetInfo:
     """DatasetInfo of a seg_jax-written builder; class names (and any JSON-able `metadata`) go to
     `metadata.json`.
 
@@ -76,14 +79,14 @@ def stored_info(builder: tfds.core.DatasetBuilder, *, class_names: Sequence[str]
         builder=builder,
         description=description,
         features=stored_features(has_instances=has_instances, has_weights=has_weights,
-                                 has_border_label=has_border_label),
+                                 has_border_label=has_border_label, has_distance=has_distance),
         metadata=tfds.core.MetadataDict(class_names=list(class_names), **(metadata or {})),
     )
 
 
 def stored_example(*, image: np.ndarray, label: np.ndarray, instances: np.ndarray | None,
                    example_id: str, weights: np.ndarray | None = None,
-                   border_label: np.ndarray | None = None) -> dict[str, Any]:
+                   border_label: np.ndarray | None = None, distance: np.ndarray | None = None) -> dict[str, Any]:
     """Encodes one example in the stored format.
 
     Args:
@@ -93,6 +96,7 @@ def stored_example(*, image: np.ndarray, label: np.ndarray, instances: np.ndarra
         example_id: a name unique within the dataset.
         weights: float32 [H, W] per-pixel loss weights, or None.
         border_label: uint8 [H, W] border-aware classes (255 = ignore), or None.
+        distance: float32 [H, W] normalised per-instance distance (`derived.targets.instance_distance`), or None.
     """
     png = image if isinstance(image, bytes) else encode_png(image)
     example: dict[str, Any] = {"image": png, "label": encode_png(label), "id": example_id}
@@ -102,6 +106,8 @@ def stored_example(*, image: np.ndarray, label: np.ndarray, instances: np.ndarra
         example["weights"] = np.asarray(weights, dtype=np.float32)
     if border_label is not None:
         example["border_label"] = encode_png(border_label)
+    if distance is not None:
+        example["distance"] = np.asarray(distance, dtype=np.float32)
     return example
 
 
@@ -140,6 +146,8 @@ def stored_to_canonical(example: Mapping[str, Any], *, label_key: str = "label")
         out["instances"] = np.asarray(example["instances"]).astype(np.int32)
     if "weights" in example:
         out["weights"] = np.asarray(example["weights"], dtype=np.float32)
+    if "distance" in example:
+        out["distance"] = np.asarray(example["distance"], dtype=np.float32)
     out["id"] = as_text(example.get("id", ""))
     return out
 
