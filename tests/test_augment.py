@@ -51,7 +51,8 @@ def random_example(rng, height=12, width=12) -> dict[str, np.ndarray]:
     return {"image": rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
             "label": rng.integers(0, 5, (height, width)).astype(np.int32),
             "instances": rng.integers(0, 9, (height, width)).astype(np.int32),
-            "weights": rng.uniform(0.5, 2, (height, width)).astype(np.float32)}
+            "weights": rng.uniform(0.5, 2, (height, width)).astype(np.float32),
+            "distance": rng.uniform(0.1, 1, (height, width)).astype(np.float32)}  # the distance target
 
 
 def run(example, seed, opts, *, crop=(16, 16), scale_range=(1.0, 1.0), hflip=False):
@@ -117,6 +118,7 @@ def test_default_transform_equals_the_old_code_bit_for_bit():
     for seed in range(24):
         example = random_example(rng, height=int(rng.integers(8, 40)), width=int(rng.integers(8, 40)))
         example["label"][:2] = 255  # stored ignore, mapped to the run's 7
+        del example["distance"]  # a key the old code did not know
         if seed % 3 == 0:
             del example["weights"]
         new = transform(example, np.random.default_rng(seed))
