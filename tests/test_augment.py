@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import colorsys
 
+import pathlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -556,7 +558,12 @@ def test_a_run_saved_before_data_augment_resumes_with_the_new_defaults():
 
 
 def test_benchmark_overrides_parse_literals():
-    from benchmarks import input_pipeline
-    assert input_pipeline.parse_overrides(["data.augment.blur.p=0.5", "data.augment.rotate.range=(-5, 5)",
-                                           "data.name=nuclei"]) == {
-        "data.augment.blur.p": 0.5, "data.augment.rotate.range": (-5, 5), "data.name": "nuclei"}
+    # In a subprocess: the benchmark defines absl flags (--config) that seg_jax.cli, imported by other tests of a
+    # worker, defines too.
+    import subprocess
+    import sys
+    code = ("from benchmarks import input_pipeline; print(repr(input_pipeline.parse_overrides(["
+            "'data.augment.blur.p=0.5', 'data.augment.rotate.range=(-5, 5)', 'data.name=nuclei'])))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=pathlib.Path(__file__).resolve().parents[1]).stdout
+    assert eval(out) == {"data.augment.blur.p": 0.5, "data.augment.rotate.range": (-5, 5), "data.name": "nuclei"}

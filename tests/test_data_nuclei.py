@@ -294,7 +294,7 @@ def test_a_version_1_run_is_evaluated_zero_shot_on_the_shifted_split(make_config
 
 def test_statistics_script_writes_figures_and_the_table(data_dir, tmp_path, capsys):
     from PIL import Image
-    from seg_jax.data.sources import nuclei_stats
+    from seg_jax.data import nuclei_stats
     assert nuclei_stats.main(["--out", str(tmp_path / "out"), "--data_dir", data_dir, "--variant", "tiny",
                               "--max_images", "6"]) == 0
     printed = capsys.readouterr().out.split()[-3:]  # after TFDS's lines about datasets it generates

@@ -40,7 +40,7 @@ def test_each_bad_field_is_named(make_config, field, value):
 def test_names_and_options_of_tasks_losses_models_and_evaluators_are_checked(make_config):
     config = make_config()
     config.loss = {"focal": 1.0}
-    assert _field(config) == ("loss", "loss: unknown loss 'focal'; valid names: cross_entropy, dice")
+    assert _field(config) == ("loss", "loss: unknown loss 'focal'; valid names: cross_entropy, dice, distance")
     config = make_config()
     config.loss.dice.epsilon = 1e-3
     assert _field(config)[0] == "loss.dice"

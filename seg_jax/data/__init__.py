@@ -3,7 +3,7 @@
 Layers, in the order data flows:
     sources/    stored and canonical example formats (`tfds_format`) and the datasets themselves:
                 `procedural`, `shapes`, `nuclei` (versions 1.0.0 and `nuclei_v2`, shared `nuclei_geometry`;
-                CLI `python -m seg_jax.data.sources.nuclei_stats` draws their statistics), `folder_importer`
+                CLI `python -m seg_jax.data.nuclei_stats` draws their statistics), `folder_importer`
                 (+ CLI `python -m seg_jax.data.folder`), `public` (oxford_iiit_pet, cityscapes)
     catalog     the registry `DATASETS` and `resolve(data_cfg) -> Dataset`: a data config resolved once
     derived/    offline targets and statistics: `targets` (U-Net weight maps, border targets),

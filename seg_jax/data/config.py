@@ -19,7 +19,7 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 # (mean, std) in 0..255 units that pretrained weights expect, by `model.pretrained_normalization`: torchvision's and
 # most timm models take "imagenet"; timm's Inception-style models (mean = std = 0.5 of 0..1) take "inception".
 NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "inception": ((127.5,) * 3, (127.5,) * 3)}
-DISTANCE_TARGETS = (None, "normalized")  # `data.distance_target` values (`derived.targets.instance_distance`)
+from seg_jax.data.derived.targets import DISTANCE_TARGETS  # noqa: E402  (`data.distance_target` values)
 
 # `base_config` values that differ from the generic ones, per registered dataset.
 DATASET_DEFAULTS: Mapping[str, Mapping[str, Any]] = {

@@ -2,7 +2,7 @@
 areas, how many objects touch another, objects per image and a signal-to-noise ratio per image.
 
 Pure functions of arrays: `image_statistics` for one image, `dataset_statistics` for examples (canonical
-examples: image, label, instances) summed into one `InstanceStatistics`. `seg_jax.data.sources.nuclei_stats`
+examples: image, label, instances) summed into one `InstanceStatistics`. `seg_jax.data.nuclei_stats`
 draws them for the `nuclei` generators.
 """
 from __future__ import annotations

@@ -35,8 +35,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from seg_jax import labels
-from seg_jax.data.config import DISTANCE_TARGETS
 from seg_jax.data.derived import statistics
+from seg_jax.data.derived.targets import DISTANCE_TARGETS
 from seg_jax.data.derived import targets as target_maps
 from seg_jax.data.sources import tfds_format
 

@@ -19,6 +19,8 @@ from scipy import ndimage
 
 from seg_jax.labels import IGNORE_INDEX
 
+DISTANCE_TARGETS = (None, "normalized")  # `data.distance_target` values (`instance_distance`)
+
 
 def _check_instances(instances: np.ndarray) -> np.ndarray:
     instances = np.asarray(instances)

@@ -1,6 +1,6 @@
 """Command line: statistics of the `nuclei` generators side by side, as figures and a table.
 
-    python -m seg_jax.data.sources.nuclei_stats --out docs/nuclei [--data_dir DIR] [--variant default]
+    python -m seg_jax.data.nuclei_stats --out docs/nuclei [--data_dir DIR] [--variant default]
         [--split validation] [--max_images 200] [--folder VARIANT ...]
 
 Compares version 1.0.0 (`--split`), version 2.0.0 (`--split`) and version 2.0.0's held-out `shifted` split, plus
@@ -153,7 +153,7 @@ def write_report(sets: Sequence[ExampleSet], *, out: pathlib.Path) -> list[pathl
     definitions = ("\nArea: pixels per nucleus (those cut by the image border included); CV = std / mean. Touching: "
                    "share of nuclei with a pixel edge-adjacent to another nucleus. SNR: per image, (median nucleus "
                    "grey - median background grey) / background noise std (1.4826 MAD of neighbour differences / "
-                   "sqrt 2). Grey level = channel mean. Written by `python -m seg_jax.data.sources.nuclei_stats`.\n")
+                   "sqrt 2). Grey level = channel mean. Written by `python -m seg_jax.data.nuclei_stats`.\n")
     paths[2].write_text(summary_table(names, stats) + definitions)
     return paths
 
@@ -161,7 +161,7 @@ def write_report(sets: Sequence[ExampleSet], *, out: pathlib.Path) -> list[pathl
 def main(argv: Sequence[str] | None = None) -> int:
     from seg_jax.data.config import default_data_dir
 
-    parser = argparse.ArgumentParser(prog="python -m seg_jax.data.sources.nuclei_stats",
+    parser = argparse.ArgumentParser(prog="python -m seg_jax.data.nuclei_stats",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="directory for the figures and summary.md")
     parser.add_argument("--data_dir", default=default_data_dir(), help="TFDS data dir (data.data_dir)")
