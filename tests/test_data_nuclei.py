@@ -274,14 +274,28 @@ def test_the_shifted_set_has_bigger_nuclei_and_denser_clusters(simulated):
 
 
 def test_a_version_1_run_is_evaluated_zero_shot_on_the_shifted_split(make_config, tmp_path):
+    from experiments import nuclei as nuclei_experiment
     from seg_jax import train
+    from seg_jax.studies import spec
     config = make_config("nuclei", "border_watershed,tiny")
+    for dotted, value in nuclei_experiment.OLD_RECIPE.items():
+        spec.set_field(config, dotted, value, where="test")
+    # An evaluator pinned to version 2.0.0 scores the version-1 run on the shifted split during training ...
+    config.evals.shifted = {**config.evals.val_instances.to_dict(), "split": "shifted", "data_version": "2.0.0"}
     workdir = tmp_path / "v1"
     train.train_and_evaluate(config, workdir)
+    trained = json.loads((workdir / "results.json").read_text())
+    assert config.data.version == "1.0.0"
     shifted = config.copy_and_resolve_references()
     shifted.data.version = "2.0.0"  # not a model field: the classes are the same
+    del shifted.evals.shifted
     scalars = train.evaluate(shifted, workdir, split="shifted")
     assert scalars["val/num_images"] == 8 and 0 <= scalars["val_instances/dsb"] <= 1
+    # ... exactly as `--mode=eval --config.data.version=2.0.0 --split=shifted` scores it afterwards.
+    during = {k.split("/", 1)[1]: v for k, v in trained["scalars"].items() if k.startswith("shifted/")}
+    after = {k.split("/", 1)[1]: v for k, v in scalars.items() if k.startswith("val_instances/")}
+    assert during and during == pytest.approx(after)
+    assert "version 2.0.0" in trained["definitions"]["shifted"]["data_version"]
     written = json.loads((workdir / "eval" / "latest_step4_shifted_data2.0.0.json").read_text())
     assert written["scalars"] == scalars and "data version 2.0.0" in written["checkpoint"]
     shifted.data.variant = "default"  # ... while the variant is
@@ -311,3 +325,14 @@ def test_statistics_script_writes_figures_and_the_table(data_dir, tmp_path, caps
     cells = rows[1].split(" | ")
     assert cells[1] == "6" and cells[5] == f"{expected.touching_fraction:.2f}"
     assert cells[2] == f"{expected.counts.mean():.1f} ± {expected.counts.std():.1f}"
+
+
+def test_an_evaluator_data_version_the_builder_lacks_names_the_entry(make_config, tmp_path):
+    from seg_jax import train
+    from seg_jax.train import validate
+    config = make_config("nuclei", "ce_cc,tiny")
+    config.evals.val_instances.data_version = "9.0.0"
+    with pytest.raises(validate.ConfigError, match=r"^evals.val_instances.data_version: unknown data.version "
+                                                   r"'9.0.0' for dataset 'nuclei'"):
+        train.train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

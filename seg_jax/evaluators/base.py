@@ -50,11 +50,14 @@ def to_host(tree: Any) -> Any:
 class Evaluator:
     """Base class; subclasses set `OPTIONS` (their config keys with defaults) and the hooks below.
 
-    Common config keys: `type`, `split` (default `data.eval_split`), `every` (training steps between runs;
-    0 = only at the end of training), `batch_size` (global), `num_pictures` (rows of the picture grid, 0 = none).
+    Common config keys: `type`, `split` (default `data.eval_split`), `data_version` (default None: the run's
+    `data.version`; another builder version of a procedural dataset scores every arm of a study on the same images,
+    e.g. a domain-shift split), `every` (training steps between runs; 0 = only at the end of training),
+    `batch_size` (global), `num_pictures` (rows of the picture grid, 0 = none).
     """
 
-    COMMON: ClassVar[dict[str, Any]] = {"type": None, "split": None, "every": 0, "batch_size": 32, "num_pictures": 6}
+    COMMON: ClassVar[dict[str, Any]] = {"type": None, "split": None, "data_version": None, "every": 0,
+                                        "batch_size": 32, "num_pictures": 6}
     OPTIONS: ClassVar[dict[str, Any]] = {}
     DEFINITIONS: ClassVar[dict[str, str]] = {}
     needs_instances: ClassVar[bool] = False
@@ -70,10 +73,15 @@ class Evaluator:
         options = {**valid, **cfg}
         self.name, self.task, self.class_names, self.data_cfg = name, task, tuple(class_names), data_cfg
         self.split = options["split"] or data_cfg.eval_split
+        self.data_version = options["data_version"]
+        self._own_dataset: Any = None
         self.every, self.batch_size = int(options["every"]), int(options["batch_size"])
         self.num_pictures = int(options["num_pictures"])
         self.options = {k: options[k] for k in self.OPTIONS}
         self.DEFINITIONS = {**self.DEFINITIONS, "resolution": native.resolution_definition(data_cfg)}
+        if self.data_version is not None:
+            self.DEFINITIONS["data_version"] = (f"images of {data_cfg.name!r} builder version {self.data_version}, "
+                                                f"split {self.split!r}, whatever version the run trained on")
         if self.batch_size <= 0 or self.every < 0 or self.num_pictures < 0:
             raise ValueError(f"config.evals.{name}: batch_size must be > 0, every and num_pictures >= 0, got "
                              f"{self.batch_size}, {self.every}, {self.num_pictures}")
@@ -101,16 +109,34 @@ class Evaluator:
         return {}
 
     # ----------------------------------------------------------------------------------------- the template
+    def dataset_for(self, dataset: Any) -> Any:
+        """The dataset this evaluator reads: the run's `dataset`, or (`data_version` set and different) the same
+        dataset config at that version, resolved once.
+
+        Raises:
+            KeyError: a `data_version` the dataset's builder cannot write (the message lists valid ones).
+        """
+        if self.data_version is None or str(self.data_version) == dataset.version:
+            return dataset
+        if self._own_dataset is None:
+            cfg = ml_collections.ConfigDict(self.data_cfg.to_dict())
+            cfg.version = str(self.data_version)
+            self._own_dataset = data.resolve(cfg)
+        return self._own_dataset
+
     def validate(self, dataset: Any) -> None:
-        """Raises a ValueError/KeyError naming this entry when it cannot run on `dataset`."""
+        """Raises a ValueError/KeyError naming this entry when it cannot run on `dataset` (the run's; read at
+        `data_version` when set)."""
+        dataset = self.dataset_for(dataset)
         dataset.source(self.split)  # an unknown split lists the available ones
         if self.needs_instances and not dataset.has_instances:
             raise ValueError(f"config.evals.{self.name} ({type(self).__name__}) needs instance ids, and dataset "
                              f"{dataset.name!r} has none")
 
     def batches(self, dataset: Any) -> Iterator[dict[str, np.ndarray]]:
-        """This process's eval batches of the split: numpy `[local devices, b, ...]`, the last padded (mask 0)."""
-        return data.eval_batches(dataset, split=self.split, global_batch_size=self.batch_size,
+        """This process's eval batches of the split (of `dataset_for(dataset)`): numpy `[local devices, b, ...]`,
+        the last padded (mask 0)."""
+        return data.eval_batches(self.dataset_for(dataset), split=self.split, global_batch_size=self.batch_size,
                                  num_local_devices=jax.local_device_count(), process_index=jax.process_index(),
                                  process_count=jax.process_count())
 

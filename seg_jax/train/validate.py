@@ -364,14 +364,18 @@ def validate_with_dataset(config: ml_collections.ConfigDict, dataset: Any, evalu
     for ev in evaluators:
         own = (config.get("evals", None) or {}).get(ev.name, {}).get("split", None)
         field = f"evals.{ev.name}.split" if own else "data.eval_split"
-        check_split(dataset, ev.split, field)
+        try:
+            ev_dataset = ev.dataset_for(dataset)
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"evals.{ev.name}.data_version", str(e.args[0]) if e.args else str(e)) from None
+        check_split(ev_dataset, ev.split, field)
         try:
             ev.validate(dataset)
         except (KeyError, ValueError, NotImplementedError) as e:
             raise ConfigError(f"evals.{ev.name}", str(e.args[0]) if e.args else str(e)) from None
-        if config.data.get("eval_size", None) is None and ev.split not in sized:
-            sized.add(ev.split)
-            sizes = eval_image_sizes(dataset, ev.split)
+        if config.data.get("eval_size", None) is None and (ev_dataset.version, ev.split) not in sized:
+            sized.add((ev_dataset.version, ev.split))
+            sizes = eval_image_sizes(ev_dataset, ev.split)
             if len(sizes) > 1:
                 raise ConfigError("data.eval_size", f"split {ev.split!r} ({field}) has images of different sizes "
                                   f"({' and '.join(f'{h}x{w}' for h, w in sizes)} px, ...) and eval batches need one "

@@ -84,7 +84,7 @@ def cached_outputs(run: loop.Run, state, evaluator: evals.Evaluator, *, max_gb: 
         logits_fn = with_tta(task.predict, tta_options(tta, field="tta"))
         predict = jax.pmap(lambda v, images: {"logits": logits_fn(v, images)})
     variables = steps.replicate(state).variables
-    examples = len(run.dataset.source(evaluator.split))
+    examples = len(evaluator.dataset_for(run.dataset).source(evaluator.split))
     cached = []
     for batch in evaluator.batches(run.dataset):
         outputs = {k: np.asarray(v) for k, v in jax.device_get(predict(variables, batch["image"])).items()}
@@ -169,7 +169,7 @@ def tune(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Path, 
             raise tuned.TunedExistsError(f"{path} exists (tuned at step {json.loads(path.read_text()).get('step')}); "
                                          "pass --overwrite (overwrite=True) to tune again")
         baseline_ev = _trial_evaluator(run, target, {}, config=config)
-        validate.check_split(run.dataset, target.split, "tune.split" if config.tune.split else
+        validate.check_split(baseline_ev.dataset_for(run.dataset), target.split, "tune.split" if config.tune.split else
                              f"evals.{target.entry}.split")
         state, _, step = ckpts.restore_readable(run.state, which=which)
     finally:
