@@ -18,12 +18,12 @@ clustered nuclei on uneven background) with the microscopy augmentations of `MIC
 rotations, elastic deformation, intensity / brightness / contrast / gamma jitter, blur, noise). `OLD_RECIPE` is the
 override set of the recipe before them: generator 1.0.0, no augmentation beyond rescale, crop and hflip.
 Evaluation reports DSB score, COCO mask AP, PQ and AJI (`val_instances`) beside mIoU (`val`).
-Append `,tiny` for tests.
+Append `,tiny` for tests, `,folder` for your own images (below).
 
 Your own microscopy: convert a folder of images, class PNGs (0 background, 1 nucleus) and 16-bit instance-id PNGs
 with `python -m seg_jax.data.folder ... --instances DIR --num_classes 2 --out DATA`, then run any variant with
-`--config.data.name=folder --config.data.data_dir=DATA` (add `--config.data.eval_size=(H,W)` when the
-validation images differ in size).
+`--config=experiments/nuclei.py:<variant>,folder --config.data.data_dir=DATA` (add `--config.data.eval_size=(H,W)`
+when the validation images differ in size).
 """
 from __future__ import annotations
 
@@ -50,7 +50,20 @@ MICROSCOPY_AUGMENT = {
 OLD_RECIPE = {"data.version": "1.0.0", "data.augment": common.data_config("nuclei").augment.to_dict()}
 
 VARIANTS = ("ce_cc", "unet_weights_cc", "border_watershed", "distance_watershed", "otsu_cc", "otsu_watershed")
+# `variant[,folder][,tiny]`; `,folder` needs a conversion in data.data_dir, so the config test builds the others.
 ARGS = VARIANTS + tuple(f"{v},tiny" for v in VARIANTS)
+OPTIONS = ("folder", "tiny")
+
+
+def _parse(arg: str | None) -> tuple[str, set[str]]:
+    """`"variant[,folder][,tiny]"` → (variant, options); unknown ones list the valid ones."""
+    variant, *options = (arg or "border_watershed").split(",")
+    common.split_arg(variant, variants=VARIANTS, default="border_watershed", what="nuclei")
+    unknown = [o for o in options if o not in OPTIONS]
+    if unknown or len(set(options)) != len(options):
+        raise ValueError(f"unknown or repeated option(s) {', '.join(unknown) or ', '.join(options)} in config "
+                         f"argument {arg!r}; valid: {', '.join(OPTIONS)}")
+    return variant, set(options)
 
 
 def _instance_options(variant: str) -> dict:
@@ -68,7 +81,7 @@ def _instance_options(variant: str) -> dict:
 
 
 def get_config(arg: str | None = "border_watershed") -> ml_collections.ConfigDict:
-    variant, tiny = common.split_arg(arg, variants=VARIANTS, default="border_watershed", what="nuclei")
+    variant, options = _parse(arg)
     config = common.base("nuclei")
     config.name = f"nuclei_{variant}"
     config.data.crop_size = (64, 64)
@@ -90,9 +103,12 @@ def get_config(arg: str | None = "border_watershed") -> ml_collections.ConfigDic
                                   "per_class": False, "options": _instance_options(variant),
                                   "source": "otsu" if variant.startswith("otsu") else "model",
                                   "otsu_foreground": "bright"}
-    if tiny:
+    if "tiny" in options:
         common.shrink_for_tests(config)
         config.model.update(depth=2, base_width=4)
+    if "folder" in options:  # the user's conversion (`python -m seg_jax.data.folder`): one version, no variants
+        config.data.update(name="folder", version=None, variant="default")
+        config.name += "_folder"
     if variant.startswith("otsu"):  # nothing is learnt: one step gives the loop its checkpoint
         config.train.update(steps=1, log_every=1, checkpoint_every=1)
         config.schedule.warmup_steps = 0

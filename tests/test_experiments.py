@@ -56,6 +56,12 @@ def test_bad_config_argument_names_valid_ones():
         importlib.import_module("experiments.fcn").get_config("fcn4s")
     with pytest.raises(ValueError, match="unknown size 'huge'"):
         importlib.import_module("experiments.fcn").get_config("fcn8s,huge")
+    nuclei = importlib.import_module("experiments.nuclei")
+    with pytest.raises(ValueError, match="valid: ce_cc, unet_weights_cc"):
+        nuclei.get_config("stardist,folder")
+    with pytest.raises(ValueError, match=r"unknown or repeated option\(s\) huge .* valid: folder, tiny"):
+        nuclei.get_config("ce_cc,huge")
+    assert nuclei.get_config("ce_cc,tiny,folder").data.name == "folder"
 
 
 def test_unknown_model_loss_and_evaluator_names_list_valid_ones():

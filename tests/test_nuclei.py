@@ -158,8 +158,9 @@ def test_nuclei_variants_train_on_a_users_folder(make_config, tmp_path):
     assert folder.main(["--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--instances",
                         str(tmp_path / "instances"), "--num_classes", "2", "--class_names", "background", "nucleus",
                         "--val_fraction", "0.34", "--out", str(out)]) == 0
-    config = make_config("nuclei", "distance_watershed,tiny")
-    config.data.name, config.data.data_dir, config.data.variant = "folder", str(out), "default"
+    config = make_config("nuclei", "distance_watershed,folder,tiny")
+    config.data.data_dir = str(out)
+    assert (config.data.name, config.data.version, config.data.variant) == ("folder", None, "default")
     config.train.steps = 2
     record = train.train_and_evaluate(config, tmp_path / "run")
     dataset = data.resolve(config.data)
@@ -170,7 +171,7 @@ def test_nuclei_variants_train_on_a_users_folder(make_config, tmp_path):
     assert example["instances"].max() >= 1000  # the 16-bit ids, kept
     np.testing.assert_array_equal(example["distance"], instance_distance(example["instances"]))
     # The other variants read the same conversion (border targets: three classes from the same ids).
-    border = make_config("nuclei", "border_watershed,tiny").data
-    border.name, border.data_dir, border.variant = "folder", str(out), "default"
+    border = make_config("nuclei", "border_watershed,folder").data
+    border.data_dir = str(out)
     stored = data.resolve(border).source("validation")[0]
     np.testing.assert_array_equal(stored["label"], border_targets(stored["instances"], width=2))
