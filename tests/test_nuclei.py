@@ -11,7 +11,7 @@ from PIL import Image
 from seg_jax import data, metrics, postprocess, train, tune
 from seg_jax.data.derived.targets import border_targets, instance_distance
 from seg_jax.data.pipeline import augment
-from seg_jax.train import loop
+from seg_jax.train import loop, validate
 from seg_jax.train.checkpoints import open_for_reading
 from seg_jax.tune import target as tgt
 
@@ -132,6 +132,12 @@ def test_otsu_variants_score_the_images_without_the_model(make_config, tmp_path)
         reference.add(pred, example["instances"])
     assert record["val_instances/dsb"] == pytest.approx(reference.result()["dsb"], abs=1e-9)
     assert json.loads((tmp_path / "otsu" / "results.json").read_text())["step"] == 1
+    # The classical baselines threshold the eval-size image: with data.eval_size the config is refused up front.
+    config.data.eval_size = (32, 32)
+    with pytest.raises(validate.ConfigError, match=r"^evals.val_instances.source: 'otsu' thresholds the "
+                                                   r"eval-size image"):
+        train.train_and_evaluate(config, tmp_path / "sized")
+    assert not (tmp_path / "sized").exists()
 
 
 def _microscopy_folder(root, count=6, size=40):

@@ -78,6 +78,9 @@ class InstancesEvaluator(Evaluator):
             raise ValueError(f"config.evals.{self.name}.options: 'predicted_distance' markers or elevation need a "
                              "model with a distance channel (the loss term 'distance' and data.distance_target) "
                              "and source 'model'")
+        if source == "otsu" and self.data_cfg.get("eval_size", None) is not None:
+            raise ValueError(f"config.evals.{self.name}.source: 'otsu' thresholds the eval-size image and cannot "
+                             "score at native resolution; leave data.eval_size unset for the classical baselines")
         if source == "otsu":
             self.DEFINITIONS = {**self.DEFINITIONS, "source": "the model is not used: foreground = grey level "
                                 f"{'above' if self.options['otsu_foreground'] == 'bright' else 'at or below'} the "
@@ -128,10 +131,7 @@ class InstancesEvaluator(Evaluator):
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
         ignore = int(self.data_cfg.ignore_index)
         real = np.flatnonzero(flat["mask"] > 0)
-        if self.options["source"] == "otsu":
-            if native.is_native(flat):
-                raise ValueError("instances evaluator source='otsu' thresholds the eval-size image and cannot score at "
-                                 "native resolution; leave data.eval_size unset for the classical baselines")
+        if self.options["source"] == "otsu":  # (never native: refused with data.eval_size in __init__)
             probabilities = dict(zip(real, self._otsu(flat["image"][real], flat["label"][real])))
         else:
             probabilities = outputs["probabilities"]

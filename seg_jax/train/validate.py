@@ -25,6 +25,8 @@ class ConfigError(ValueError):
     """A config field with a bad value; `str()` is `"<field>: <message>"`."""
 
     def __init__(self, field: str, message: str):
+        for named in (f"config.{field}: ", f"{field}: "):  # a library message that already starts with the field
+            message = message[len(named):] if message.startswith(named) else message
         super().__init__(f"{field}: {message}")
         self.field, self.message = field, message
 
