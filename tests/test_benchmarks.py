@@ -3,6 +3,7 @@ the PyTorch mirrors of benchmarks.torch_reference (same parameter count and outp
 is benchmark-only, so those tests need it installed)."""
 from __future__ import annotations
 
+import json
 import math
 
 import jax
@@ -84,3 +85,12 @@ def test_parse_overrides_reads_literals_and_bare_words():
     assert torch_reference.parse_overrides("base") == {}
     assert torch_reference.parse_overrides("model.dtype=bfloat16+model.depth=4") == {
         "model.dtype": "bfloat16", "model.depth": 4}
+
+
+def test_conv_layout_benchmark_times_the_same_step_in_both_layouts(capsys):
+    from benchmarks import conv_layout
+    loss_gap, grad_gap = conv_layout.equal_gradients(size=16, depth=1)  # every kind of layer, compiled quickly
+    assert loss_gap < 1e-5 and grad_gap < 1e-4
+    record = conv_layout.main(["--size=16", "--batch=1", "--rounds=1", "--steps=1", "--depth=1"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == record
+    assert record["NCHW_over_NHWC"] > 0 and len(record["NHWC_rounds"]) == 1
