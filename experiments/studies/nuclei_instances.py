@@ -12,6 +12,9 @@ parameters: `seg_jax.data.sources.nuclei_v2.SHIFTED`), and `border_watershed_v1`
 recipe before issue 13 (generator 1.0.0, no microscopy augmentation; `nuclei.OLD_RECIPE`) — scored on the same
 version-2.0.0 validation and shifted images as the others (`evals.*.data_version`).
 
+Its 21 runs (15 trained for 1000 steps, 6 Otsu runs of one step) took 101 min on the project's 2-core CPU
+(2026-12-02), the first 50 of them beside another study (≈ 1.8 steps/s shared, ≈ 3.5 alone).
+
 `:gpu` runs the paper-sized U-Net (depth 4, width 64) for 20k steps; `:tiny` for tests.
 """
 from __future__ import annotations
