@@ -5,7 +5,7 @@ accuracy — Mask R-CNN's from the class map its masks paint) and instance (DSB,
 from per-class connected components of their predictions), 3 seeds, paired against U-Net. `:gpu` runs the paper-sized
 networks (experiments/cityscapes.py's, experiments/mask_rcnn.py:coco) on the same data; `:tiny` for tests.
 On the project's 2-core CPU (1500 steps each) an FCN-8s run took ≈ 20 min and a Mask R-CNN run ≈ 22 min at
-≈ 1.8–2.3 steps/s including evaluation (2026-12-02, partly beside another study); the 9 runs ≈ 3 h in all.
+≈ 1.8–2.3 steps/s including evaluation (2026-12-02, partly beside another study).
 """
 from __future__ import annotations
 
