@@ -122,3 +122,16 @@ def test_parallel_runs_report_each_return_code(tmp_path):
     lines = [shlex.join([sys.executable, "-c", f"import sys, time; time.sleep(0.2); sys.exit({code})"])
              for code in (0, 3, 0, 1)]
     assert runner._run_in_subprocesses(lines, parallel=2) == [0, 3, 0, 1]
+
+
+def test_relaunching_a_study_whose_arm_holds_a_tuple_is_not_refused(tmp_path):
+    # study.json stores the tuple as a list; the comparison with the relaunched study must not see a change
+    study = spec.new_study("tuples", None, args=(None,))
+    study.update(base="experiments/default.py", arms=spec.make_arms({"a": {"data.scale_range": (1.0, 1.0)}}),
+                 common=spec.overrides({}), seeds=(0,), metrics=("val/mean_iou",), baseline="a")
+    runner.write_study_json(study, tmp_path)
+    runner.write_study_json(study, tmp_path)
+    assert json.loads((tmp_path / "study.json").read_text())["arms"] == {"a": {"data.scale_range": [1.0, 1.0]}}
+    study.arms.a["data.scale_range"] = (1.0, 2.0)
+    with pytest.raises(spec.StudyError, match="with other arms"):
+        runner.write_study_json(study, tmp_path)

@@ -63,7 +63,8 @@ def selected_runs(study: ml_collections.ConfigDict, *, only: Sequence[str] | Non
 def write_study_json(study: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
     """Records the study in `workdir/study.json`; a workdir holding another study is refused, naming the fields."""
     from seg_jax.train.workdir import code_version  # deferred: importing train loads JAX
-    record = study_spec.as_json(study, commit=code_version())
+    # through JSON, so that a tuple in an arm compares equal to the list a study.json read back holds
+    record = json.loads(json.dumps(study_spec.as_json(study, commit=code_version())))
     path = workdir / "study.json"
     if path.is_file():
         old = json.loads(path.read_text())
