@@ -128,7 +128,7 @@ def test_batch_of_two_equals_two_single_calls():
 def test_crf_layer_gradients_are_finite_and_match_finite_differences():
     logits, image = random_case(5, height=12, width=16)
     layer = CRFLayer(iterations=3, downsample=4, modes=3, **{k: v for k, v in SMALL.items() if "compat" not in k})
-    params = layer.init(jax.random.key(0), logits, image)
+    params = jax.jit(layer.init)(jax.random.key(0), logits, image)  # eager, its many small ops took 7 s to dispatch
     assert float(params["params"]["bilateral_compat"]) == 10.0
     target = jax.nn.one_hot(np.arange(12 * 16).reshape(1, 12, 16) % 3, 3)
 

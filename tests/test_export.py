@@ -1,5 +1,6 @@
 """`seg_jax.export` (issue 12 section 4): the exported function reloaded without model code gives the original
-predict's outputs, for a semantic, an instance and a detection (Mask R-CNN) run; sizes, overwrite, the command."""
+predict's outputs, for a semantic and an instance run (a Mask R-CNN run: tests/test_mask_rcnn_run.py); sizes,
+overwrite, the command."""
 import json
 import os
 import pathlib
@@ -39,11 +40,9 @@ def semantic_run(tmp_path_factory, data_dir):
 
 
 def _original(predictor, images):
-    """The task's outputs of the restored run on uint8 `images`, normalised on the host as `seg_jax.predict`
-    normalises tiles; semantic logits become probabilities."""
+    """The restored run's probabilities on uint8 `images`, normalised on the host as `seg_jax.predict` normalises
+    tiles."""
     outputs = predictor.predict_tiles(augment.normalize(images, mean=predictor.mean, std=predictor.std))
-    if predictor.task_name == "detection":
-        return outputs
     return np.asarray(jax.nn.softmax(outputs, axis=-1))
 
 
@@ -158,23 +157,3 @@ def test_instance_export_gives_the_probabilities_and_post_processing_of_predict(
         expected = predict.predict_image(image, predictor)
         np.testing.assert_array_equal(instances, expected.instances)
         np.testing.assert_allclose(scores, expected.scores, atol=1e-5)
-
-
-def test_mask_rcnn_export_gives_the_same_detections_at_a_fixed_size(tmp_path_factory, data_dir, tmp_path):
-    workdir, images = _trained(tmp_path_factory, data_dir, "mask_rcnn", "shapes,tiny", steps=2)
-    size = images.shape[1:3]
-    export.export_run(workdir, tmp_path, image_size=size)
-    model = export.load_exported(tmp_path)
-    assert model.input_shape == ("b", *size, 3) and model.metadata["task"] == "detection"
-    expected = _original(predict.load_predictor(None, workdir), images)
-    got = model(images)
-    assert sorted(got) == sorted(exporter.DETECTION_OUTPUTS)
-    for name, value in got.items():
-        assert value.dtype == expected[name].dtype, name
-        if value.dtype == np.float32:
-            np.testing.assert_allclose(value, expected[name], atol=1e-5, rtol=0, err_msg=name)
-        else:
-            np.testing.assert_array_equal(value, expected[name], err_msg=name)
-    assert got["masks"].shape == (2, expected["scores"].shape[1], *size)
-    with pytest.raises(export.ExportError, match=f"exported for height {size[0]}"):
-        model(np.zeros((1, size[0] + 8, size[1], 3), np.uint8))
