@@ -171,3 +171,26 @@ def test_check_data_scans_the_training_and_evaluation_splits(make_config):
     text = train.check_data(make_config("nuclei", "border_watershed,tiny")).text()
     assert "no defects found" in text and "train: 24 examples" in text and "validation: 8 examples" in text
     assert "interior" in text and "border" in text  # the classes trained on, not the stored ones
+
+
+def test_a_logged_train_line_is_the_mean_over_the_steps_since_the_last_one(tmp_path):
+    from seg_jax.train import loop
+    import jax.numpy as jnp
+
+    class Writer:
+        def __init__(self):
+            self.lines = []
+
+        def progress(self, step, record):
+            pass
+
+        def scalars(self, step, group, values):
+            self.lines.append((step, group, values))
+
+    writer = Writer()
+    pending = [(step, {"loss": jnp.array([loss]), "learning_rate": jnp.array([lr])})
+               for step, loss, lr in ((11, 1.0, 3e-3), (12, 2.0, 2e-3), (13, 6.0, 1e-3))]
+    loop._flush_train_metrics(pending, writer=writer, last_good_step=10, workdir=tmp_path)
+    (step, group, values), = writer.lines
+    assert (step, group) == (13, "train") and pending == []
+    assert values["train/loss"] == pytest.approx(3.0) and values["train/learning_rate"] == pytest.approx(1e-3)

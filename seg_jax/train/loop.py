@@ -139,16 +139,22 @@ def _log_result(writer: MetricWriter, step: int, result: evals.EvalResult, workd
 
 
 def _flush_train_metrics(pending: list, *, writer: MetricWriter, last_good_step: int, workdir: pathlib.Path) -> None:
-    """Fetches queued step metrics, stops on the first non-finite loss, logs the newest."""
+    """Fetches the queued step metrics, stops on the first non-finite loss, and logs them at the newest step: each
+    metric's mean over the queued steps (one batch of 8 is too noisy to read a curve from), `learning_rate` the
+    newest step's."""
+    records = []
     for step, m in pending:
         m = unreplicate_to_host(m)
         if not math.isfinite(float(m["loss"])):
             raise NonFiniteLossError(
                 f"loss is {float(m['loss'])} at step {step}; stopped without saving. The last good checkpoint "
                 f"(step {last_good_step}) in {workdir / 'checkpoints'} is intact.")
-    if pending:
-        step, m = pending[-1]
-        record = {k: float(v) for k, v in unreplicate_to_host(m).items()}
+        records.append(m)
+    if records:
+        record = {k: float(np.mean([r[k] for r in records])) for k in records[-1]}
+        if "learning_rate" in record:
+            record["learning_rate"] = float(records[-1]["learning_rate"])
+        step = pending[-1][0]
         writer.progress(step, record)
         writer.scalars(step, "train", {f"train/{k}": v for k, v in record.items()})
     pending.clear()
