@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from seg_jax import data, evaluators
+from seg_jax.models import fcn, layers, mask_rcnn, unet
 from seg_jax.train.experiment import build_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -19,7 +20,7 @@ CASES = [(name, arg) for name in CONFIG_FILES
 
 
 @pytest.mark.parametrize("name,arg", CASES, ids=[f"{n}:{a}" for n, a in CASES])
-def test_config_builds(name, arg):
+def test_config_builds(name, arg, monkeypatch):
     config = importlib.import_module(f"experiments.{name}").get_config(arg)
     assert importlib.import_module(f"experiments.{name}").__doc__.lstrip().startswith("python launch.py")
     class_names = data.class_names(config.data)
@@ -29,8 +30,14 @@ def test_config_builds(name, arg):
     from seg_jax.data.derived.statistics import WEIGHT_METHODS
     assert config.get("class_weights") in (None, *WEIGHT_METHODS)
     h, w = config.data.crop_size
+    padded_to = []  # the model declares the multiple it pads its input to (tiled prediction aligns tiles to it)
+    real_pad = layers.pad_to_multiple
+    monkeypatch.setattr(layers, "pad_to_multiple", lambda x, multiple: padded_to.append(multiple) or real_pad(x, multiple))
+    for module in (unet, fcn, mask_rcnn):
+        monkeypatch.setattr(module, "pad_to_multiple", layers.pad_to_multiple)
     variables = jax.eval_shape(lambda: exp.init_model.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3)),
                                                            train=False))
+    assert padded_to and set(padded_to) == {exp.init_model.input_multiple}, (padded_to, exp.init_model.input_multiple)
     out = jax.eval_shape(lambda v: exp.task.predict(v, jnp.zeros((2, h, w, 3))), variables)
     if exp.task.name == "detection":
         k = config.model.get("max_detections", exp.init_model.max_detections)

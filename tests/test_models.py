@@ -305,3 +305,11 @@ def test_unet_gradients_are_finite_and_nonzero():
                          **TINY["unet"])
     x = _images((2, 16, 16, 3), seed=4)
     _assert_gradients_finite_and_nonzero(model, _numpy_variables(model, x)["params"], x)
+
+
+def test_input_multiples_are_one_per_pooling_step():
+    from seg_jax.models import FCN, MaskRCNN, UNet
+    assert UNet(num_classes=2, depth=3).input_multiple == 8 and UNet(num_classes=2, depth=0).input_multiple == 1
+    assert FCN(num_classes=2, output_stride=8).input_multiple == 32  # pool5, whatever the finest fused stride
+    # a stem of stride 4 (conv + max pool) and one stride-2 stage after the first of (8, 16): stride 8
+    assert MaskRCNN(num_classes=2, backbone_widths=(8, 16)).input_multiple == 8

@@ -279,5 +279,5 @@ def test_every_shipped_config_has_a_valid_predict_section():
         for arg in getattr(module, "ARGS", ()):
             config = module.get_config(arg)
             exp = build_experiment(config, num_classes=len(data.class_names(config.data)))
-            predictor_lib.check_options(config.predict, multiple=tiling.input_multiple(exp.init_model),
+            predictor_lib.check_options(config.predict, multiple=exp.init_model.input_multiple,
                                         model=config.model.name)

@@ -1,7 +1,8 @@
 """Segmentation models (Flax linen), chosen by name: `create_model("unet", num_classes=21, ...)`.
 
 Every semantic model maps float32 images [B, H, W, 3] to float32 logits [B, H, W, num_classes] for
-any H, W and is used as `model.init(key, x)` / `model.apply(variables, x, train=...)`. `mask_rcnn`
+any H, W and is used as `model.init(key, x)` / `model.apply(variables, x, train=...)`. Every model declares
+`input_multiple`, the pixels it zero-pads its input sides to (tiled prediction aligns tiles to it). `mask_rcnn`
 (`task = "detection"`) returns detections instead; see `seg_jax.models.mask_rcnn`. FCN and Mask R-CNN are built on
 `seg_jax.models.backbones` (VGG-16, ResNet-50/101, a CPU-sized ResNet), which also loads torchvision / timm weights.
 """

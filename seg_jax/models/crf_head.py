@@ -20,6 +20,10 @@ class WithCRF(nn.Module):
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    @property
+    def input_multiple(self) -> int:
+        return self.backbone.input_multiple
+
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         logits = self.backbone(x, train=train)

@@ -64,6 +64,11 @@ class FCN(nn.Module):
                              fc_norm=self.fc_norm, dropout_rate=self.dropout_rate, freeze_bn=self.freeze_bn,
                              norm_axis_name=self.norm_axis_name, dtype=self.dtype)
 
+    @property
+    def input_multiple(self) -> int:
+        """Pixels its input sides are zero-padded to: pool5's stride."""
+        return 32
+
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         if self.output_stride not in OUTPUT_STRIDES:
@@ -71,7 +76,7 @@ class FCN(nn.Module):
                              f"valid values: {', '.join(map(str, OUTPUT_STRIDES))}")
         dtype = jnp.dtype(self.dtype)
         height, width = x.shape[1:3]
-        x = pad_to_multiple(x.astype(dtype), 32)
+        x = pad_to_multiple(x.astype(dtype), self.input_multiple)
         backbone, options = self.backbone_config()
         features = create_backbone(backbone, **options, name="backbone")(x, train=train)
         pools = {3: features["C3"], 4: features["C4"]}

@@ -186,6 +186,11 @@ class MaskRCNN(nn.Module):
         """Backbone stages after the stem: they give C2.. and the FPN levels P2.."""
         return len(self.backbone_widths) if self.backbone_name == "resnet" else len(STAGE_WIDTHS)
 
+    @property
+    def input_multiple(self) -> int:
+        """Pixels its input sides are zero-padded to: the stride of the coarsest backbone stage."""
+        return 2 ** (self.num_levels + 1)
+
     def setup(self) -> None:
         num_rpn_levels = self.num_levels + int(self.rpn_extra_level)
         if len(self.anchor_sizes) != num_rpn_levels:
@@ -206,7 +211,7 @@ class MaskRCNN(nn.Module):
     # ------------------------------------------------------------------------------------------ shared stages
     def _pyramid(self, images: Array, *, train: bool) -> tuple[list[Array], list[Array]]:
         """(RoI-head levels P2.., RPN levels) of images padded at the bottom/right to a multiple of the top stride."""
-        padded = pad_to_multiple(images, 2 ** (self.num_levels + 1))
+        padded = pad_to_multiple(images, self.input_multiple)
         features = self.backbone(padded, train=train)
         levels = self.fpn([features[f"C{level}"] for level in range(2, self.num_levels + 2)])
         return levels[:self.num_levels], levels

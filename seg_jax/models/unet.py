@@ -83,13 +83,19 @@ class UNet(nn.Module):
         raise ValueError(f"UNet upsample={self.upsample!r} is not valid; "
                          f"valid values: {', '.join(UPSAMPLINGS)}")
 
+    @property
+    def input_multiple(self) -> int:
+        """Pixels its input sides are zero-padded to (one per pooling step); tiles of a multiple of it see what the
+        whole image shows there (`seg_jax.predict`)."""
+        return 2 ** int(self.depth)
+
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         if self.depth < 0:
             raise ValueError(f"UNet depth={self.depth} must be >= 0")
         dtype = jnp.dtype(self.dtype)
         height, width = x.shape[1:3]
-        x = pad_to_multiple(x.astype(dtype), 2 ** self.depth)
+        x = pad_to_multiple(x.astype(dtype), self.input_multiple)
         block = functools.partial(ConvBlock, num_convs=2, norm=self.norm,
                                   norm_axis_name=self.norm_axis_name, dtype=dtype)
         widths = [self.base_width * 2 ** level for level in range(self.depth + 1)]

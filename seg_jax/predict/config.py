@@ -18,7 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     Keys:
         tile_size: pixels, side of the square tiles the model sees (one compiled shape, so memory on the device
-            is fixed whatever the image size). A multiple of the model's input multiple (`tiling.input_multiple`:
+            is fixed whatever the image size). A multiple of the model's input multiple (`model.input_multiple`:
             2**depth for U-Net, 32 for FCN, the top stride for Mask R-CNN). An image smaller than a tile is padded
             to one tile (zeros after normalisation, the mean colour, as the models pad their own input).
         overlap: pixels shared by neighbouring tiles (at least; the tiles are spread evenly). For Mask R-CNN it

@@ -45,7 +45,7 @@ class Prediction:
 class Predictor:
     """A restored run: `apply(variables, tiles float32 [b, T, T, 3])` is the task's `predict` (through the test-time
     augmentation `predict.tta` when it is on: log-probabilities, `seg_jax.predict.tta`), compiled (`jax.jit`);
-    `align` pixels the model's input multiple (`tiling.input_multiple`); `options` the checked `predict` section;
+    `align` pixels the model's input multiple (`model.input_multiple`); `options` the checked `predict` section;
     `instance_options` the chosen `evals` entry's `(per_class, options)` for a semantic instance config, else None;
     `intensity` the scaling of 16-bit / float images to 8 bits that the training images had (`image_intensity`);
 
@@ -159,7 +159,7 @@ def _built(config: ml_collections.ConfigDict):
                              training=False)
     class_names = _class_names(config)
     exp = build_experiment(config, num_classes=len(class_names))
-    align = tiling.input_multiple(exp.init_model)
+    align = int(exp.init_model.input_multiple)
     check_options(config.predict, multiple=align, model=config.model.name)
     if exp.task.name != "semantic" and not is_off(tta_options(config.predict.tta, field="predict.tta")):
         raise ConfigError("predict.tta", f"test-time augmentation is for semantic models; task {exp.task.name!r} "

@@ -18,20 +18,6 @@ from seg_jax.data.pipeline import augment
 from seg_jax.predict.config import BLENDS
 
 
-def input_multiple(model: Any) -> int:
-    """Pixels, the multiple a model pads its input side to (`layers.pad_to_multiple`): tiles of a multiple of it
-    are not padded inside the model, so a tile sees exactly what the whole image shows there."""
-    from seg_jax import models
-    from seg_jax.models.crf_head import WithCRF
-    if isinstance(model, WithCRF):
-        return input_multiple(model.backbone)
-    if isinstance(model, models.UNet):
-        return 2 ** int(model.depth)
-    if isinstance(model, models.MaskRCNN):
-        return 2 ** (len(model.backbone_widths) + 1)
-    return 32  # FCN's, and the coarsest stride of the other models
-
-
 def axis_starts(length: int, *, tile_size: int, overlap: int, align: int = 1) -> np.ndarray:
     """int `[n]` first pixels of the tiles along an axis of `length` pixels (a multiple of `align`, as is
     `tile_size`): spread evenly from 0 to `length - tile_size`, each a multiple of `align` (so every tile meets the
