@@ -40,6 +40,8 @@ def _pydensecrf_host(logits: np.ndarray, image: np.ndarray, **params) -> np.ndar
 class PydenseCRFEvaluator(evaluators.CRFEvaluator):
     """The `crf` evaluator with pydensecrf on the host in place of seg_jax's dense CRF; grid-only options unused."""
 
+    TRACED = ()  # pydensecrf takes Python floats
+
     def crf(self, logits: jax.Array, image: jax.Array) -> jax.Array:
         host = functools.partial(_pydensecrf_host, **{k: self.options[k] for k in _PARAMETERS})
         return jax.pure_callback(host, jax.ShapeDtypeStruct(logits.shape, jnp.float32), logits.astype(jnp.float32),

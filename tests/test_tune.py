@@ -56,11 +56,22 @@ def _with_tune(config, **tune_options):
     return config
 
 
-def test_crf_search_picks_what_the_evaluator_says_is_best_and_eval_applies_it(trained):
+def test_crf_search_picks_what_the_evaluator_says_is_best_and_eval_applies_it(trained, monkeypatch):
     config, workdir, scalars = trained
     values = [10.0, 0.0, 200.0]  # the config's first: the baseline
     config = _with_tune(config, entry="val_crf", space={"bilateral_compat": values})
+    traces = []  # device_fn runs in Python only while its pmapped function is traced
+    real = evals.CRFEvaluator.device_fn
+    monkeypatch.setattr(evals.CRFEvaluator, "device_fn", lambda self, *a: traces.append(1) or real(self, *a))
     result = tune.tune(config, workdir)
+    assert len(traces) == 1  # the Potts weights are traced: three trials, one compilation
+    monkeypatch.undo()
+    def crf_entry(**options):
+        return evals.CRFEvaluator("val_crf", {"type": "crf", **options}, task=None, class_names=("a", "b"),
+                                  data_cfg=config.data)
+    crf_entry(bilateral_compat=3.0).share_compilation(crf_entry(bilateral_compat=5.0))
+    with pytest.raises(ValueError, match="differ in options other than gaussian_compat, bilateral_compat"):
+        crf_entry(iterations=2).share_compilation(crf_entry(iterations=3))
     record = result.record
     direct = _direct_scores(config, workdir, "val_crf", "bilateral_compat", values, "val_crf/mean_iou")
     assert [t["score"] for t in record["trials"]] == pytest.approx(direct, abs=1e-6)

@@ -59,6 +59,9 @@ class Evaluator:
     COMMON: ClassVar[dict[str, Any]] = {"type": None, "split": None, "data_version": None, "every": 0,
                                         "batch_size": 32, "num_pictures": 6}
     OPTIONS: ClassVar[dict[str, Any]] = {}
+    # Numeric options `device_fn` reads as traced float32 scalars, not compile-time constants: evaluators that
+    # differ only in them run one compiled function (`share_compilation`; `seg_jax.tune`'s trials).
+    TRACED: ClassVar[tuple[str, ...]] = ()
     DEFINITIONS: ClassVar[dict[str, str]] = {}
     needs_instances: ClassVar[bool] = False
 
@@ -109,6 +112,37 @@ class Evaluator:
         return {}
 
     # ----------------------------------------------------------------------------------------- the template
+    def static_key(self) -> tuple:
+        """What decides this evaluator's compiled function besides its task: its type and non-`TRACED` options."""
+        return type(self), tuple((k, repr(v)) for k, v in sorted(self.options.items()) if k not in self.TRACED)
+
+    def share_compilation(self, source: "Evaluator") -> None:
+        """Runs `source`'s compiled function from now on (none is compiled for this one). The caller vouches that
+        both evaluate the same task (`seg_jax.tune`: replayed outputs of one network); their options may differ only
+        in `TRACED` ones.
+
+        Raises:
+            ValueError: other options differ (they are compile-time constants).
+        """
+        if source.static_key() != self.static_key():
+            raise ValueError(f"evaluator {self.name!r} cannot share {source.name!r}'s compilation: they differ in "
+                             f"options other than {', '.join(self.TRACED) or 'none'}")
+        self._pmapped = source._compiled()
+
+    def _compiled(self) -> Callable:
+        if self._pmapped is None:
+            self._pmapped = jax.pmap(self._device_fn_traced, axis_name="batch")
+        return self._pmapped
+
+    def _device_fn_traced(self, state, batch: dict[str, jax.Array], traced: dict[str, jax.Array]):
+        # `device_fn` reads `self.options`; while it is traced, the TRACED entries are the traced scalars.
+        options = self.options
+        self.options = {**options, **traced}
+        try:
+            return self.device_fn(state, batch)
+        finally:
+            self.options = options
+
     def dataset_for(self, dataset: Any) -> Any:
         """The dataset this evaluator reads: the run's `dataset`, or (`data_version` set and different) the same
         dataset config at that version, resolved once.
@@ -147,12 +181,14 @@ class Evaluator:
     def run_batches(self, pairs: Iterable[tuple[Any, dict[str, np.ndarray]]]) -> EvalResult:
         """`run` over `(replicated state, batch)` pairs, a state per batch: `seg_jax.tune` replays the network's
         outputs, computed once, as the state of each batch and re-runs only the post-processing."""
-        if self._pmapped is None:
-            self._pmapped = jax.pmap(self.device_fn, axis_name="batch")
+        pmapped = self._compiled()
+        # one copy per device, mapped like the batch: jax 0.10's pmap applies an in_axes=None given to an argument
+        # without leaves (no TRACED options) to the last leaf of the one before it
+        traced = {k: np.full(jax.local_device_count(), self.options[k], np.float32) for k in self.TRACED}
         self.reset()
         for state, batch in pairs:
             inputs = {k: batch[k] for k in ("image", "label", "mask", *native.DEVICE_KEYS) if k in batch}
-            self.process(self._pmapped(state, inputs), batch)
+            self.process(pmapped(state, inputs, traced), batch)
         scalars = {f"{self.name}/{k}": float(v) for k, v in self.evaluate().items()}
         return EvalResult(name=self.name, scalars=scalars, definitions=dict(self.DEFINITIONS),
                           pictures=self.pictures() if self.num_pictures else {})

@@ -151,6 +151,7 @@ class CRFEvaluator(SemanticEvaluator):
         "boundary_width": 3, "iterations": 5, "gaussian_sxy": 3.0, "gaussian_compat": 3.0, "bilateral_sxy": 80.0,
         "bilateral_srgb": 13.0, "bilateral_compat": 10.0, "method": "grid", "downsample": None, "modes": 16,
         "tta": None}
+    TRACED = ("gaussian_compat", "bilateral_compat")  # `dense_crf`'s Potts weights may be traced; the rest size it
 
     def crf_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.options.items() if k not in SemanticEvaluator.OPTIONS}

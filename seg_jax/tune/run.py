@@ -3,7 +3,8 @@
 The network's outputs do not change between trials, so they are computed once per batch and held on the host;
 each trial builds the entry's own evaluator with the trial's options (so a trial computes exactly what
 `--mode=eval` computes) around `ReplayTask`, which hands the stored outputs to the evaluator in place of the
-network. Dense-CRF trials compile once per distinct option set (its sizes are static arguments of `dense_crf`).
+network. Dense-CRF trials that differ only in the Potts weights (`CRFEvaluator.TRACED`) run one compiled function;
+the other CRF options size it (static arguments of `dense_crf`), so each distinct set of those compiles once.
 """
 from __future__ import annotations
 
@@ -177,8 +178,12 @@ def tune(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Path, 
     cached = cached_outputs(run, state, baseline_ev, max_gb=target.max_cache_gb,
                             tta=dict(target.entry_config).get("tta", None))
 
+    compiled: dict[tuple, evals.Evaluator] = {}  # trials that differ only in traced options compile once
+
     def score(options: dict[str, Any]) -> float:
-        return _trial_evaluator(run, target, options, config=config).run_batches(cached).scalars[target.metric]
+        ev = _trial_evaluator(run, target, options, config=config)
+        ev.share_compilation(compiled.setdefault(ev.static_key(), ev))
+        return ev.run_batches(cached).scalars[target.metric]
 
     trials = _search(target, score)
     chosen = search.best(trials)
