@@ -135,3 +135,20 @@ def test_relaunching_a_study_whose_arm_holds_a_tuple_is_not_refused(tmp_path):
     study.arms.a["data.scale_range"] = (1.0, 2.0)
     with pytest.raises(spec.StudyError, match="with other arms"):
         runner.write_study_json(study, tmp_path)
+
+
+def test_a_study_may_gain_arms_but_not_lose_or_change_one(tmp_path):
+    study = spec.new_study("growing", None, args=(None,))
+    study.update(base="experiments/default.py", arms=spec.make_arms({"a": {"train.steps": 10}}),
+                 common=spec.overrides({}), seeds=(0,), metrics=("val/mean_iou",), baseline="a")
+    runner.write_study_json(study, tmp_path)
+    grown = study.copy_and_resolve_references()
+    grown.arms = spec.make_arms({"a": {"train.steps": 10}, "b": {"train.steps": 20}})
+    runner.write_study_json(grown, tmp_path)  # an ablation added later
+    assert list(json.loads((tmp_path / "study.json").read_text())["arms"]) == ["a", "b"]
+    for arms in ({"a": {"train.steps": 10}}, {"a": {"train.steps": 11}, "b": {"train.steps": 20}},
+                 {"b": {"train.steps": 20}, "c": {}}):
+        changed = study.copy_and_resolve_references()
+        changed.arms = spec.make_arms(arms)
+        with pytest.raises(spec.StudyError, match="with other arms"):
+            runner.write_study_json(changed, tmp_path)

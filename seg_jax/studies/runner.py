@@ -61,14 +61,19 @@ def selected_runs(study: ml_collections.ConfigDict, *, only: Sequence[str] | Non
 
 
 def write_study_json(study: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
-    """Records the study in `workdir/study.json`; a workdir holding another study is refused, naming the fields."""
+    """Records the study in `workdir/study.json`; a workdir holding another study is refused, naming the fields. A
+    study may gain arms (an ablation added later runs beside the finished ones); the arms it had keep their
+    overrides."""
     from seg_jax.train.workdir import code_version  # deferred: importing train loads JAX
     # through JSON, so that a tuple in an arm compares equal to the list a study.json read back holds
     record = json.loads(json.dumps(study_spec.as_json(study, commit=code_version())))
     path = workdir / "study.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        changed = [k for k in ("name", "base", "arms", "common", "seeds", "metrics", "baseline") if old.get(k) != record[k]]
+        kept_arms = {arm: values for arm, values in record["arms"].items() if arm in old.get("arms", {})}
+        changed = [k for k in ("name", "base", "arms", "common", "seeds", "metrics", "baseline")
+                   if old.get(k) != (kept_arms if k == "arms" and len(kept_arms) == len(old.get("arms", {}))
+                                     else record[k])]
         if changed:
             raise study_spec.StudyError(f"{workdir} holds study {old.get('name')!r} with other {', '.join(changed)}; "
                                         "relaunch the same study or choose another --workdir")
