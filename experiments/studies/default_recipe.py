@@ -19,8 +19,9 @@ ARGS = (None, "tiny")
 
 def get_study(arg: str | None = None) -> ml_collections.ConfigDict:
     study = new_study("default_recipe", arg, args=ARGS)
-    study.description = ("The default run's seed spread against one change each: twice the learning rate, no "
-                         "rescaling, twice the steps.")
+    study.description = ("The default run's seed spread, as it was (rescaling 0.75-1.5, peak rate 3e-3), against one "
+                         "change each: twice the rate, no rescaling, twice the steps; then no rescaling at twice the "
+                         "rate, which became the default.")
     study.base = "experiments/default.py" + (":tiny" if arg == "tiny" else "")
     study.arms = make_arms({
         "default": {},
