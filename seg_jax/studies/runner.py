@@ -70,10 +70,9 @@ def write_study_json(study: ml_collections.ConfigDict, workdir: pathlib.Path) ->
     path = workdir / "study.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        kept_arms = {arm: values for arm, values in record["arms"].items() if arm in old.get("arms", {})}
-        changed = [k for k in ("name", "base", "arms", "common", "seeds", "metrics", "baseline")
-                   if old.get(k) != (kept_arms if k == "arms" and len(kept_arms) == len(old.get("arms", {}))
-                                     else record[k])]
+        arms_kept = all(record["arms"].get(arm) == values for arm, values in old.get("arms", {}).items())
+        changed = [k for k in ("name", "base", "common", "seeds", "metrics", "baseline") if old.get(k) != record[k]]
+        changed += [] if arms_kept else ["arms"]
         if changed:
             raise study_spec.StudyError(f"{workdir} holds study {old.get('name')!r} with other {', '.join(changed)}; "
                                         "relaunch the same study or choose another --workdir")
