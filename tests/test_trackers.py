@@ -136,6 +136,8 @@ def test_wandb_offline_run_holds_the_logged_values_and_a_resumed_run_keeps_its_i
     config = {u.key: json.loads(u.value_json) for u in run.config.update}
     assert config["model.name"] == "unet" and config["train.steps"] == 4
 
+    # W&B names an offline run directory by its start second: a resume within the same second would reuse it
+    time.sleep(1.05 - time.time() % 1)
     _log_a_run(workdir, cfg, steps=((6, "train", {"train/loss": 0.0625}),))  # resumed: the same W&B run
     # offline, the resumed run is a second run directory under the same run id
     files = sorted((workdir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
