@@ -7,6 +7,7 @@ import pytest
 
 from seg_jax import data
 from seg_jax.data.pipeline import augment, batches
+from seg_jax.data.sources import tfds_format
 
 BATCH = 8  # the tiny train split has 24 examples: an epoch is 3 steps
 
@@ -128,6 +129,41 @@ def test_resume_processes_and_devices_reproduce_the_same_global_batches(ds):
             np.testing.assert_array_equal(flat(two_devices[step])[key], reference[step][key])
     assert per_process[0][0]["image"].shape[:2] == (2, 2)
     assert not np.array_equal(other_seed["image"], reference[0]["image"])
+
+
+def _resolved(ds, **fields):
+    cfg = ds.config.as_configdict().copy_and_resolve_references()
+    cfg.update(fields)
+    return data.resolve(cfg)
+
+
+def test_a_split_that_fits_is_decoded_once_and_gives_the_same_batches(ds, monkeypatch):
+    # Tiny train split: 24 examples of 4 KiB. No reader threads, so that reads are counted exactly.
+    cached, uncached = _resolved(ds, cache_mb=1, prefetch=0), _resolved(ds, cache_mb=0, prefetch=0)
+    decoded = {"cached": 0, "uncached": 0}
+    for name, d in (("cached", cached), ("uncached", uncached)):
+        source = d.source("train")
+        decode = source._to_canonical
+
+        def counted(record, name=name, decode=decode):
+            decoded[name] += 1
+            return decode(record)
+        monkeypatch.setattr(source, "_to_canonical", counted)
+    streams = [take(data.train_batches(d, global_batch_size=BATCH, seed=3, num_local_devices=1), 7) for d in
+               (cached, uncached)]  # 7 steps: 56 reads, over two epochs
+    assert cached.source("train").caching and not uncached.source("train").caching
+    for a, b in zip(*streams):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    assert decoded == {"cached": 24, "uncached": 56}  # each example once; the other split at every read
+    example = cached.source("train")[0]
+    assert example is not cached.source("train")[0]  # a fresh mapping each read ...
+    with pytest.raises(ValueError, match="read-only"):  # ... of arrays no transform can change for later epochs
+        example["image"][0, 0] = 0
+    budget = tfds_format.example_bytes(example) * 24 / 2**20
+    too_small = _resolved(ds, cache_mb=int(budget))  # the split needs just over this budget (4.0 KiB per example)
+    too_small.source("train")[0]
+    assert budget > int(budget) and not too_small.source("train").caching
 
 
 def test_every_epoch_is_a_fresh_permutation(ds):

@@ -239,8 +239,9 @@ class Dataset:
                            "set data.version=2.0.0)")
                 raise KeyError(f"split {split!r} not in dataset {self.name!r}; "
                                f"available splits: {', '.join(sorted(self.split_sizes))}{why}")
-            self._sources[split] = tfds_format.CanonicalSource(self._builder.as_data_source(split=split),
-                                                               self._to_canonical)
+            self._sources[split] = tfds_format.CanonicalSource(
+                self._builder.as_data_source(split=split), self._to_canonical,
+                cache_bytes=int(float(self.config.get("cache_mb", 0)) * 2**20))
         return self._sources[split]
 
     def class_pixel_counts(self, split: str | None = None) -> np.ndarray:

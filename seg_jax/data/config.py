@@ -75,6 +75,9 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
             prepared and stored in a derived dataset named after these values (`data.derived.stored_targets`).
         num_workers: grain worker processes (0 = read in this process).
         prefetch: grain reader threads per process, and batches read ahead.
+        cache_mb: a split whose decoded examples take at most this many MiB (its first example's arrays × its
+            length) is kept in memory after each example's first read, so later epochs skip decoding; 0 = decode
+            every read. Each grain worker process holds its own copy. Changes no value, only speed.
         folder: the `folder` dataset's sources (images, labels, instances dirs, num_classes,
             class_names, val_fraction, seed), converted into data_dir on first use. An existing
             conversion must agree with the keys set here (`data.resolve` names each field that differs);
@@ -115,6 +118,7 @@ def base_config(name: str = "shapes") -> ml_collections.ConfigDict:
     cfg.distance_target = config_dict.placeholder(str)
     cfg.num_workers = 0
     cfg.prefetch = 2
+    cfg.cache_mb = 1024
     cfg.folder = ml_collections.ConfigDict(dict(
         images=config_dict.placeholder(str),
         labels=config_dict.placeholder(str),

@@ -133,6 +133,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, proc
             raise ConfigError(field, f"must be 3 per-channel numbers (0..255 units{positive}), got {value!r}")
     _number(config, "data.num_workers", minimum=0)
     _number(config, "data.prefetch", minimum=0)
+    _number(config, "data.cache_mb", minimum=0, optional=True)  # absent from configs saved before it
     if training:
         _validate_augment(config)
         _number(config, "train.steps", minimum=1)

@@ -26,7 +26,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 # unless `train.schedule_steps` re-plans it. Each change is logged, old → new.
 RESUMABLE_CHANGES = ("name", "train.steps", "train.schedule_steps", "train.log_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.best_metric", "train.best_mode", "data.num_workers",
-                     "data.prefetch", "data.data_dir", "data.eval_split", "data.eval_size")
+                     "data.prefetch", "data.cache_mb", "data.data_dir", "data.eval_split", "data.eval_size")
 RESUMABLE_PREFIXES = ("evals.", "predict.", "tune.", "logging.")  # tune: post-processing search settings
 
 # Keys that change what a trained model computes, or what its outputs are compared with: `--mode=eval` refuses a
@@ -47,6 +47,7 @@ ADDED_DEFAULTS = {"model.pretrained": None, "model.pretrained_normalization": "i
                   "model.freeze_stages": 0, "model.dtype": "float32", "optimizer.decay_norm_and_bias": True,
                   "optimizer.frozen": [], "data.folder.intensity.method": None, "data.folder.intensity.low": None,
                   "data.folder.intensity.high": None, "data.version": None, "data.distance_target": None,
+                  "data.cache_mb": 0,
                   **{f"data.augment.{k}": v for k, v in _flatten(json.loads(augment_config().to_json())).items()}}
 
 

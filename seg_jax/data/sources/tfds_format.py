@@ -157,22 +157,57 @@ def as_text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def example_bytes(example: Mapping[str, Any]) -> int:
+    """Bytes of an example's arrays."""
+    return sum(value.nbytes for value in example.values() if isinstance(value, np.ndarray))
+
+
 class CanonicalSource(Sequence):
     """Random-access canonical examples: a TFDS data source followed by a mapping function.
 
+    With `cache_bytes` > 0, a split whose canonical examples fit (its first example's bytes × its length) keeps each
+    example in memory after its first read, so later epochs skip PNG / zlib decoding (for the built-in datasets most
+    of what an example costs the input pipeline). Cached arrays are read-only: a transform that wrote into its input
+    would otherwise change the next epoch's example (callers get a copy of the mapping, not of the arrays).
+
     Picklable when `to_canonical` is (module-level functions and partials of them are), so grain
-    worker processes can hold it.
+    worker processes can hold it; each process then fills its own cache.
     """
 
-    def __init__(self, records: Sequence[Mapping[str, Any]], to_canonical: Callable[[Mapping[str, Any]], dict]):
+    def __init__(self, records: Sequence[Mapping[str, Any]], to_canonical: Callable[[Mapping[str, Any]], dict], *,
+                 cache_bytes: int = 0):
         self._records = records
         self._to_canonical = to_canonical
+        self._cache_bytes = int(cache_bytes)
+        self._keep: bool | None = None  # whether the split fits: decided on the first read
+        self._cache: dict[int, dict] = {}
 
     def __len__(self) -> int:
         return len(self._records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
-        return self._to_canonical(self._records[index])
+        index = int(index)
+        cached = self._cache.get(index)
+        if cached is not None:
+            return dict(cached)  # a copy of the mapping: callers may add or replace keys
+        example = self._to_canonical(self._records[index])
+        if self._keep is None:
+            self._keep = 0 < example_bytes(example) * len(self) <= self._cache_bytes
+        if self._keep:
+            for value in example.values():
+                if isinstance(value, np.ndarray):
+                    value.flags.writeable = False
+            self._cache[index] = example  # grain's reader threads may race here: both store equal examples
+            return dict(example)
+        return example
+
+    @property
+    def caching(self) -> bool:
+        """Whether examples are kept in memory (known after the first read)."""
+        return bool(self._keep)
+
+    def __getstate__(self) -> dict:  # worker processes start with an empty cache
+        return {**self.__dict__, "_cache": {}}
 
     def __repr__(self) -> str:
         return f"CanonicalSource({self._records!r})"
