@@ -92,3 +92,35 @@ def test_entry_point_runs_from_another_directory(tmp_path, data_dir):
                                              for s in (0, 1)]
     assert lines[0][1] in (str(ROOT / "launch.py"), "-m")
     assert list(tmp_path.iterdir()) == []
+
+
+CACHED_PROGRAM = """
+import sys, jax, jax.numpy as jnp, numpy as np
+from seg_jax import cli
+hits = []
+jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if event.endswith("cache_hits") else None)
+print(cli.use_compilation_cache(sys.argv[1]), jax.config.jax_compilation_cache_dir)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # the test's tiny program compiles in ms
+jax.jit(lambda x: jnp.sin(x) * 3 + 1)(np.arange(5.0)).block_until_ready()  # one program
+print(len(hits))
+"""
+
+
+def test_the_compilation_cache_serves_a_second_process_and_leaves_a_configured_one_alone(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}  # the suite sets one
+
+    def run(directory):
+        done = subprocess.run([sys.executable, "-c", CACHED_PROGRAM, directory], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.split()
+
+    cache = tmp_path / "cache"
+    assert run(str(cache)) == ["True", str(cache), "0"]  # compiled and stored
+    assert any(cache.iterdir())
+    assert run(str(cache)) == ["True", str(cache), "1"]  # the next process loads it
+    import jax
+    configured = jax.config.jax_compilation_cache_dir  # this process: the suite's cache (conftest)
+    assert configured and not cli.use_compilation_cache(str(tmp_path / "other"))
+    assert jax.config.jax_compilation_cache_dir == configured  # a configured cache is kept
+    assert not cli.use_compilation_cache("")  # --compilation_cache= turns it off
