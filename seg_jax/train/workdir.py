@@ -47,7 +47,7 @@ ADDED_DEFAULTS = {"model.pretrained": None, "model.pretrained_normalization": "i
                   "model.freeze_stages": 0, "model.dtype": "float32", "optimizer.decay_norm_and_bias": True,
                   "optimizer.frozen": [], "data.folder.intensity.method": None, "data.folder.intensity.low": None,
                   "data.folder.intensity.high": None, "data.version": None, "data.distance_target": None,
-                  "data.cache_mb": 0,
+                  "data.cache_mb": 1024,  # speed only: any value computes the same
                   **{f"data.augment.{k}": v for k, v in _flatten(json.loads(augment_config().to_json())).items()}}
 
 
