@@ -1,6 +1,6 @@
 """python launch.py --config=experiments/imbalance.py:median_frequency --workdir=runs/imbalance_median
 
-Class-imbalance ablation on `shapes` (background > 50 % of pixels, the thin bar < 1 %): the default
+Class-imbalance ablation on `shapes` (background ≈ 80 % of pixels, the thin bar < 1 %): the default
 U-Net trained with plain cross-entropy, class-weighted cross-entropy, or cross-entropy + Dice.
 Arguments: `ce`, `inverse_frequency`, `median_frequency`, `ce_dice`; append `,tiny` for tests.
 """
