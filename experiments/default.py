@@ -1,6 +1,6 @@
 """python launch.py  (the same as --config=experiments/default.py --workdir=runs/default)
 
-The default experiment: a small U-Net trained with cross-entropy + Dice on the built-in `shapes`
+The default experiment: a small U-Net trained with soft Dice on the built-in `shapes`
 dataset, sized to train in a few minutes on 2 CPU cores. Arguments: none, or `crf` to also evaluate
 the predictions after a dense CRF (`val_crf`); append `,tiny` (or pass `tiny`) for the test-sized run.
 """
@@ -25,7 +25,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.scale_range = (1.0, 1.0)
     config.optimizer.learning_rate = 6e-3
     config.model = common.model({"name": "unet", "depth": 3, "base_width": 16, "norm": "batch"})
-    config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0, "dice": {"weight": 1.0, "eps": 1e-6}})
+    # Dice alone: over seeds 0-4 it had the mean mIoU of cross-entropy + Dice (0.716 vs 0.718) at a quarter of the
+    # seed spread (std 0.024 vs 0.108), learning the thin bar in every seed (docs/results.md#study-default_loss).
+    config.loss = ml_collections.ConfigDict({"dice": {"weight": 1.0, "eps": 1e-6}})
     if variant == "crf":
         config.evals.val_crf = common.crf_eval()
     if tiny:
