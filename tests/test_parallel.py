@@ -44,7 +44,7 @@ def _assert_same(reference, other):
     assert n_ref == 1 and n == 2
     assert len(ref) == len(got)
     for a, b in zip(ref, got):
-        np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-6)
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
 
 
 def test_two_devices_match_one(one_device, tmp_path, data_dir):

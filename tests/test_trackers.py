@@ -184,5 +184,6 @@ def test_a_training_run_sends_its_evaluation_to_mlflow(tmp_path, monkeypatch, ma
     (last,) = [m for m in client.get_metric_history(run.info.run_id, "val.mean_iou") if m.step == 4]
     assert last.value == pytest.approx(scalars["val/mean_iou"], rel=1e-6)
     assert run.data.params["logging.writers"] == str(["tensorboard", "mlflow"])
-    assert {"train.loss", "train.loss.cross_entropy"} <= set(run.data.metrics)  # a key and its sub-keys
+    terms = {f"train.loss.{name}" for name in config.loss}  # a key and its sub-keys, one per loss term
+    assert terms and {"train.loss", *terms} <= set(run.data.metrics)
     assert any((tmp_path / "run" / "tensorboard").iterdir())
