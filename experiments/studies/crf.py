@@ -3,8 +3,13 @@
 Dense CRF (Krähenbühl & Koltun 2011; DeepLab's post-processing) on the default U-Net: every run is evaluated with
 and without the CRF on the same checkpoint (`val` and `val_crf`), so `val_crf/...` against `val/...` within an arm
 is the post-processing effect; the arm `crf_rnn` trains through a CRF-as-RNN layer (Zheng et al. 2015) and is
-compared with plain training (`plain`). 3 seeds. `:gpu` on Oxford-IIIT Pet; `:tiny` for tests. Took 13 min for the
-6 runs (1000 steps each) alone on the project's 2-core CPU.
+compared with plain training (`plain`). 3 seeds. `:gpu` on Oxford-IIIT Pet; `:tiny` for tests. Took 17 min 40 s
+for the 6 runs (1000 steps each; plain ≈ 2 min 15 s a run, crf_rnn ≈ 3 min 30 s) alone on a fresh 2-core machine,
+dataset build included (2026-12-03, commit cdc40fe).
+
+Unlike Zheng et al., who fine-tuned a trained FCN-8s through the layer, `crf_rnn` trains through it from the first
+step: with the initial Potts weights (3, 10) mean field returns one-hot output on an untrained network, and on the
+Dice default that run did not learn (see docs/results.md).
 """
 from __future__ import annotations
 
