@@ -102,6 +102,10 @@ def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
         "keep_checkpoints": 2,
         "best_metric": "val/mean_iou",  # a scalar of config.evals, checked before the first step
         "best_mode": "max",
+        # A run directory: start from its newest checkpoint's parameters and BatchNorm statistics (fine-tuning;
+        # the optimiser and schedule start anew). In a study arm, "{study_workdir}/<arm>/seed{seed}" names the
+        # same seed's run of an earlier arm.
+        "init_from": config_dict.placeholder(str),
     })
     # Named evaluators (seg_jax.evaluators); split defaults to data.eval_split, every = 0: only at the end.
     config.evals = ml_collections.ConfigDict({"val": semantic_eval(every=750)})

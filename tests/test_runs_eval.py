@@ -86,3 +86,55 @@ def test_launch_eval_without_config_uses_the_workdirs(finished):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "has no config.json" in done.stderr and not empty.exists()
+
+
+def _saved_state(config, workdir):
+    """The run's newest checkpoint restored into its own model's state (the reading `--mode=eval` does)."""
+    from seg_jax.train.checkpoints import open_for_reading
+    ckpts = open_for_reading(workdir, config, which="latest", purpose="read")
+    try:
+        state, _ = ckpts.restore(train.build_run(config, training=False).state)
+    finally:
+        ckpts.close()
+    return state
+
+
+def _assert_trees_equal(got, want):
+    import jax
+    import numpy as np
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_init_from_starts_from_the_runs_weights_with_a_fresh_optimiser(finished):
+    config, workdir, _ = finished
+    saved = _saved_state(config, workdir)
+    tuned = config.copy_and_resolve_references()
+    tuned.train.init_from = str(workdir)
+    state = train.build_run(tuned).state
+    _assert_trees_equal(state.params, saved.params)
+    _assert_trees_equal(state.batch_stats, saved.batch_stats)
+    assert int(state.step) == 0 and int(saved.step) == config.train.steps
+    # through a CRF-as-RNN layer: the run's network under the wrapper's `backbone`, Potts weights at their init
+    tuned.crf_layer.update(enabled=True, iterations=1, downsample=4, modes=2)
+    state = train.build_run(tuned).state
+    _assert_trees_equal(state.params["backbone"], saved.params)
+    _assert_trees_equal(state.batch_stats["backbone"], saved.batch_stats)
+    assert {k: float(v) for k, v in state.params["crf"].items()} == {"gaussian_compat": 3.0, "bilateral_compat": 10.0}
+
+
+def test_init_from_errors_name_the_field(finished, tmp_path):
+    config, workdir, _ = finished
+    tuned = config.copy_and_resolve_references()
+    tuned.train.init_from = str(tmp_path / "nothing")
+    with pytest.raises(train.ConfigError, match=r"^train.init_from: .*nothing/checkpoints does not exist"):
+        train.build_run(tuned)
+    tuned.train.init_from = str(workdir)
+    tuned.model.base_width = 8  # the run has 6
+    with pytest.raises(train.ConfigError, match=r"^train.init_from: the run .*run does not fit this model: .*shape"):
+        train.build_run(tuned)
+    tuned.model.base_width = 6
+    tuned.model.pretrained = str(tmp_path / "weights.npz")
+    with pytest.raises(train.ConfigError, match="set train.init_from or model.pretrained, not both"):
+        train.build_run(tuned)

@@ -58,7 +58,8 @@ def get_study(arg=None):
     s = ml_collections.ConfigDict()
     s.name, s.description = "mini", "test"
     s.base = "{root}/experiments/default.py:tiny"
-    s.arms = make_arms({{"ce": {{"loss": {{"cross_entropy": 1.0}}}}, "ce_dice": {{}}, "broken": {{"model.depth": -1}}}})
+    s.arms = make_arms({{"tuned": {{"train.init_from": "{{study_workdir}}/ce/seed{{seed}}"}},  # listed first, runs last
+                        "ce": {{"loss": {{"cross_entropy": 1.0}}}}, "ce_dice": {{}}, "broken": {{"model.depth": -1}}}})
     s.common = overrides({{"data.data_dir": {data_dir!r}, "train.steps": 2, "evals.val.every": 2}})
     s.seeds = (0, 1)
     s.metrics = ("val/mean_iou", "val/pixel_accuracy")
@@ -86,6 +87,12 @@ def test_a_study_runs_resumes_records_failures_and_tabulates(tmp_path, data_dir,
     assert float(by["ce_dice", "val/mean_iou"]["mean"]) == pytest.approx(sum(finals) / 2)
     assert by["broken", "val/mean_iou"]["n"] == "0" and "broken/seed0" in md.read_text()
     assert (workdir / "plots" / "curves.png").is_file()
+    # an arm fine-tuned from another arm's runs (train.init_from) runs after them, each seed from its own seed's run
+    runner.run_study(str(path), workdir, only=["tuned", "ce"])
+    for seed in (0, 1):
+        saved = json.loads((workdir / "tuned" / f"seed{seed}" / "config.json").read_text())
+        assert saved["train"]["init_from"] == str(workdir / "ce" / f"seed{seed}")
+        assert (workdir / "tuned" / f"seed{seed}" / "results.json").is_file()
     # relaunching recomputes nothing that finished; the two seeds' configs differ only in seed
     calls = []
     monkeypatch.setattr(train, "train_and_evaluate", lambda config, wd: calls.append(wd))
@@ -95,6 +102,15 @@ def test_a_study_runs_resumes_records_failures_and_tabulates(tmp_path, data_dir,
     (workdir / "ce" / "seed1" / "results.json").unlink()
     runner.run_study(str(path), workdir, only=["ce"])
     assert calls == [workdir / "ce" / "seed1"]
+    # a run fine-tuned from an unfinished run is refused and recorded; the order puts ce before tuned
+    for seed in (0, 1):
+        (workdir / "tuned" / f"seed{seed}" / "results.json").unlink()
+    calls.clear()
+    runner.run_study(str(path), workdir, only=["tuned", "ce"])
+    assert calls == [workdir / "ce" / "seed1", workdir / "tuned" / "seed0"]
+    assert "ce/seed1 has not finished" in (workdir / "tuned" / "seed1" / "failed.txt").read_text()
+    assert [shlex.split(line)[-1] for line in runner.commands(str(path), workdir, spec.load_study(str(path)))][-2:] \
+        == ["--study_run=tuned/seed0", "--study_run=tuned/seed1"]
     # another study in the same workdir is refused
     path.write_text(STUDY.format(path=path, root=ROOT, data_dir=data_dir).replace("(0, 1)", "(0, 1, 2)"))
     with pytest.raises(spec.StudyError, match="holds study 'mini' with other seeds"):

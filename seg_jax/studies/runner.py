@@ -86,7 +86,7 @@ def write_study_json(study: ml_collections.ConfigDict, workdir: pathlib.Path) ->
 def run_one(study: ml_collections.ConfigDict, arm: str, seed: int, workdir: str | pathlib.Path) -> bool:
     """Trains and evaluates one run (resuming it); on an error writes `failed.txt` there and returns False."""
     from seg_jax import train  # deferred: building studies needs no JAX
-    config = study_spec.run_config(study, arm, seed)
+    config = study_spec.run_config(study, arm, seed, workdir=workdir)
     directory = run_dir(workdir, arm, seed)
     failed = directory / "failed.txt"
     if is_finished(directory, steps=int(config.train.steps)):
@@ -95,6 +95,10 @@ def run_one(study: ml_collections.ConfigDict, arm: str, seed: int, workdir: str 
     failed.unlink(missing_ok=True)
     logging.info("study %s: running %s/seed%d in %s", study.name, arm, seed, directory)
     try:
+        source = config.train.get("init_from", None)
+        if study_spec.starts_from_arm(study, arm) and not (pathlib.Path(source) / "results.json").is_file():
+            raise study_spec.StudyError(f"train.init_from: {source} has not finished (no results.json); its run "
+                                        "must finish before this one starts from it")
         train.train_and_evaluate(config, directory)
     except Exception:  # one run failing must not stop the study: it is recorded and listed in the tables
         directory.mkdir(parents=True, exist_ok=True)
@@ -113,9 +117,17 @@ def entry_command() -> list[str]:
 
 def commands(spec: str, workdir: str | pathlib.Path, study: ml_collections.ConfigDict, *,
              only: Sequence[str] | None = None) -> list[str]:
-    """One command line per run (each resumable on its own), for a scheduler's array job."""
-    return [shlex.join([*entry_command(), f"--study={spec}", f"--workdir={workdir}",
-                        f"--study_run={arm}/seed{seed}"]) for arm, seed in selected_runs(study, only=only)]
+    """One command line per run (each resumable on its own), for a scheduler's array job. Runs that start from another
+    arm's runs (`train.init_from`) come after all others: start them when those have finished."""
+    runs = selected_runs(study, only=only)
+    later = [run for run in runs if study_spec.starts_from_arm(study, run[0])]
+    return [command(spec, workdir, arm, seed) for arm, seed in [r for r in runs if r not in later] + later]
+
+
+def command(spec: str, workdir: str | pathlib.Path, arm: str, seed: int) -> str:
+    """The command line of one run of a study."""
+    return shlex.join([*entry_command(), f"--study={spec}", f"--workdir={workdir}", f"--study_run={arm}/seed{seed}"])
+
 
 
 def _run_in_subprocesses(lines: list[str], *, parallel: int) -> list[int]:
@@ -142,7 +154,7 @@ def _run_seeds_together(study: ml_collections.ConfigDict, workdir: pathlib.Path,
     failures = []
     for arm in dict.fromkeys(a for a, _ in todo):
         group = [seed for a, seed in todo if a == arm]
-        configs = [study_spec.run_config(study, arm, seed) for seed in group]
+        configs = [study_spec.run_config(study, arm, seed, workdir=workdir) for seed in group]
         directories = [run_dir(workdir, arm, seed) for seed in group]
         if len(group) < 2:
             failures += [(arm, seed) for seed in group if not run_one(study, arm, seed, workdir)]
@@ -175,12 +187,15 @@ def run_study(spec: str, workdir: str | pathlib.Path, *, parallel: int = 1,
             if not is_finished(run_dir(workdir, arm, seed),
                                steps=int(study_spec.run_config(study, arm, seed).train.steps))]
     logging.info("study %s: %d runs, %d finished, %d to run", study.name, len(runs), len(runs) - len(todo), len(todo))
+    later = [run for run in todo if study_spec.starts_from_arm(study, run[0])]
+    todo = [run for run in todo if run not in later] + later  # fine-tuning runs after the runs it reads
     if study.get("vmap_seeds", False) and parallel <= 1:
         failures = _run_seeds_together(study, workdir, todo)
     elif parallel > 1 and len(todo) > 1:
-        lines = [line for line, run in zip(commands(spec, workdir, study, only=only), runs) if run in todo]
-        codes = _run_in_subprocesses(lines, parallel=parallel)
-        failures = [run for run, code in zip(todo, codes) if code]
+        failures = []
+        for wave in ([run for run in todo if run not in later], later):
+            codes = _run_in_subprocesses([command(spec, workdir, *run) for run in wave], parallel=parallel)
+            failures += [run for run, code in zip(wave, codes) if code]
     else:
         failures = [(arm, seed) for arm, seed in todo if not run_one(study, arm, seed, workdir)]
     if failures:

@@ -125,8 +125,10 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any, *, whe
         node[leaf] = value
 
 
-def run_config(study: ml_collections.ConfigDict, arm: str, seed: int) -> ml_collections.ConfigDict:
-    """The config of one run: the base, the arm's overrides, `seed` and a run name."""
+def run_config(study: ml_collections.ConfigDict, arm: str, seed: int, *,
+               workdir: str | pathlib.Path | None = None) -> ml_collections.ConfigDict:
+    """The config of one run: the base, the arm's overrides, `seed` and a run name. In `train.init_from`,
+    "{seed}" becomes the seed and "{study_workdir}" the study's `workdir` (left as written without one)."""
     if arm not in study.arms:
         raise StudyError(f"study {study.name!r} has no arm {arm!r}; arms: {', '.join(study.arms)}")
     overrides = dict(study.arms[arm])
@@ -137,7 +139,17 @@ def run_config(study: ml_collections.ConfigDict, arm: str, seed: int) -> ml_coll
         set_field(config, dotted, value, where=where)
     config.seed = int(seed)
     config.name = f"{study.name}_{arm}_seed{seed}"
+    init_from = config.train.get("init_from", None)
+    if init_from and workdir is not None:
+        config.train.init_from = init_from.replace("{study_workdir}", str(workdir)).replace("{seed}", str(seed))
     return config
+
+
+def starts_from_arm(study: ml_collections.ConfigDict, arm: str) -> bool:
+    """Whether the arm's runs start from another arm's runs (`train.init_from` inside the study's workdir), so they
+    must run after those."""
+    value = dict(study.arms[arm]).get("train.init_from", (study.get("common", None) or {}).get("train.init_from"))
+    return "{study_workdir}" in str(value or "")
 
 
 def check_study(study: ml_collections.ConfigDict) -> None:

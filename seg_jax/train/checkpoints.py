@@ -172,3 +172,34 @@ def open_for_reading(workdir: str | pathlib.Path, config: Any, *, which: str, pu
         raise NoCheckpointError(f"{workdir} has no {which} checkpoint to {purpose} ({folder} is missing or empty); "
                                 "train it first")
     return ckpts
+
+
+def read_run_variables(workdir: str | pathlib.Path) -> tuple[dict[str, Any], int]:
+    """The variables of a run's newest checkpoint, read as saved (no model needed): `({"params": ..., "batch_stats":
+    ...}, step)`, host numpy arrays, `batch_stats` left out for a model without BatchNorm. For a run that starts from
+    another run's weights (`train.init_from`).
+
+    Raises:
+        NoCheckpointError: `workdir` has no checkpoint, or its newest cannot be read (the message names the folder).
+    """
+    folder = pathlib.Path(workdir).absolute() / "checkpoints"
+    if not folder.is_dir():
+        raise NoCheckpointError(f"{folder} does not exist: {workdir} is not a seg_jax run directory, or it has not "
+                                "saved a checkpoint yet")
+    manager = ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(create=False))
+    try:
+        step = manager.latest_step()
+        if step is None:
+            raise NoCheckpointError(f"{folder} holds no checkpoint: train {workdir} first")
+        try:
+            tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                                 meta=ocp.args.JsonRestore()))["state"]
+        except Exception as e:  # orbax raises many kinds (missing files, tensorstore, JSON)
+            raise NoCheckpointError(f"{folder / str(step)} cannot be read ({type(e).__name__}: "
+                                    f"{' '.join(str(e).split())[:200]})") from None
+    finally:
+        manager.close()
+    variables = {"params": tree["params"]}
+    if tree.get("batch_stats"):
+        variables["batch_stats"] = tree["batch_stats"]
+    return variables, int(step)

@@ -20,7 +20,7 @@ from PIL import Image
 from seg_jax import data, evaluators as evals
 from seg_jax.models import backbones
 from seg_jax.train import steps, validate, workdir as wd
-from seg_jax.train.checkpoints import Checkpoints, open_for_reading
+from seg_jax.train.checkpoints import Checkpoints, NoCheckpointError, open_for_reading, read_run_variables
 from seg_jax.train.experiment import Experiment, build_experiment, with_schedule
 from seg_jax.train.state import TrainState, create_train_state, unreplicate_to_host
 from seg_jax.train.writers import MetricWriter
@@ -68,10 +68,46 @@ def build_run(config: ml_collections.ConfigDict, *, training: bool = True, split
     evaluators = evals.build_evaluators(config, task=exp.task, class_names=dataset.class_names, split=split)
     validate.validate_with_dataset(config, dataset, evaluators, scalar_names=evals.scalar_names(evaluators),
                                    training=training)
-    state = create_train_state(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx, seed=config.seed,
-                               image_shape=tuple(config.data.crop_size),
-                               **(pretrained_backbone(config, exp) if training else {}))
+    state = initial_state(config, exp, seed=config.seed, training=training)
     return Run(dataset=dataset, exp=exp, evaluators=evaluators, state=state)
+
+
+def initial_state(config: ml_collections.ConfigDict, exp: Experiment, *, seed: int,
+                  training: bool = True) -> TrainState:
+    """A new run's train state for `seed`: initialised, then `train.init_from`'s or `model.pretrained`'s weights
+    loaded into it (when training; a resumed run restores its own checkpoint over them).
+
+    Raises:
+        validate.ConfigError: naming `train.init_from` / `model.pretrained` when their weights do not fit the model.
+    """
+    init_from = config.train.get("init_from", None) if training else None
+    loaded = init_from_run(config) if init_from else pretrained_backbone(config, exp) if training else {}
+    try:
+        return create_train_state(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx, seed=seed,
+                                  image_shape=tuple(config.data.crop_size), **loaded)
+    except backbones.PretrainedWeightsError as e:
+        if not init_from:
+            raise
+        raise validate.ConfigError("train.init_from", f"the run {init_from} does not fit this model: {e}") from None
+
+
+def init_from_run(config: ml_collections.ConfigDict) -> dict:
+    """`create_train_state`'s arguments for `train.init_from`: the newest checkpoint's parameters and BatchNorm
+    statistics of that run (its optimiser state and step are not taken: the schedule starts anew). With
+    `crf_layer.enabled` around a run trained without it, they go under the CRF wrapper's `backbone` and the Potts
+    weights start at their init values: CRF-as-RNN fine-tuning as Zheng et al. did it.
+
+    Raises:
+        validate.ConfigError: on `train.init_from`: no readable checkpoint there.
+    """
+    path = config.train.init_from
+    try:
+        variables, step = read_run_variables(path)
+    except NoCheckpointError as e:
+        raise validate.ConfigError("train.init_from", str(e)) from None
+    wrapped = bool(config.crf_layer.get("enabled", False)) and "crf" not in variables["params"]
+    logging.info("starting from %s, step %d%s", path, step, " (under the CRF layer)" if wrapped else "")
+    return {"backbone_variables": variables, "backbone_path": ("backbone",) if wrapped else ()}
 
 
 def pretrained_backbone(config: ml_collections.ConfigDict, exp: Experiment) -> dict:

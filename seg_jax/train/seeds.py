@@ -23,7 +23,7 @@ from absl import logging
 
 from seg_jax import data
 from seg_jax.train import loop, steps, workdir as wd
-from seg_jax.train.state import create_train_state, unreplicate_to_host
+from seg_jax.train.state import unreplicate_to_host
 
 
 class SeedsApart(ValueError):
@@ -72,9 +72,8 @@ def train_seeds(configs: Sequence[ml_collections.ConfigDict],
     workdirs = [pathlib.Path(w) for w in workdirs]
     config = configs[0]
     run = loop.build_run(config)
-    opened = [loop.open_workdir(cfg, w, run, state=create_train_state(
-        init_model=run.exp.init_model, apply_model=run.exp.task.model, tx=run.exp.tx, seed=int(cfg.seed),
-        image_shape=tuple(cfg.data.crop_size))) for cfg, w in zip(configs, workdirs)]
+    opened = [loop.open_workdir(cfg, w, run, state=loop.initial_state(cfg, run.exp, seed=int(cfg.seed)))
+              for cfg, w in zip(configs, workdirs)]
     starts = sorted({o.start for o in opened})
     if len(starts) > 1:
         _close(opened)

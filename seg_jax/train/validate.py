@@ -287,6 +287,9 @@ def _validate_backbone(config: ml_collections.ConfigDict, site: Any) -> None:
                             ("model.freeze_stages", freeze_stages)) if on]
     if not used:
         return
+    if path and config.train.get("init_from", None):
+        raise ConfigError("train.init_from", "set train.init_from or model.pretrained, not both (the run in "
+                                             "train.init_from already holds the backbone's weights)")
     if site is None:  # (freeze_bn / freeze_stages already fail to build)
         from seg_jax.train.experiment import no_backbone_message
         raise ConfigError(used[0], no_backbone_message(config, used[0]))

@@ -116,7 +116,7 @@ def load_pretrained(path: str | pathlib.Path, name: str, **options: Any) -> dict
 def replace_backbone(variables: Mapping[str, Any], backbone_variables: Mapping[str, Any], *,
                      path: tuple[str, ...] = ("backbone",)) -> dict[str, Any]:
     """`variables` (a model's, e.g. from `init`) with the subtree at `path` of every collection in
-    `backbone_variables` replaced by it; nothing else changes.
+    `backbone_variables` replaced by it; nothing else changes. `path=()` replaces the whole collection.
 
     Raises:
         PretrainedWeightsError: naming the first variable whose presence or shape differs.
@@ -138,8 +138,12 @@ def replace_backbone(variables: Mapping[str, Any], backbone_variables: Mapping[s
             if tuple(np.shape(flat_now[key])) != tuple(np.shape(flat_new[key])):
                 raise PretrainedWeightsError(f"{where}: the model has shape {tuple(np.shape(flat_now[key]))}, the "
                                              f"loaded weights {tuple(np.shape(flat_new[key]))}")
+        replaced = jax.tree.map(lambda new, now: jnp.asarray(new, now.dtype), loaded, current)
+        if not path:  # the whole model (`train.init_from` of the same network)
+            out[collection] = replaced
+            continue
         tree = out[collection] = _copy_path(out[collection], path)
-        _set(tree, path, jax.tree.map(lambda new, now: jnp.asarray(new, now.dtype), loaded, current))
+        _set(tree, path, replaced)
     return out
 
 
