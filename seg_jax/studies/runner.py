@@ -129,7 +129,6 @@ def command(spec: str, workdir: str | pathlib.Path, arm: str, seed: int) -> str:
     return shlex.join([*entry_command(), f"--study={spec}", f"--workdir={workdir}", f"--study_run={arm}/seed{seed}"])
 
 
-
 def _run_in_subprocesses(lines: list[str], *, parallel: int) -> list[int]:
     """Runs command lines, `parallel` at once; their return codes in order."""
     running: list[tuple[int, subprocess.Popen]] = []
