@@ -198,3 +198,34 @@ def test_mismatched_image_names_both_shapes():
     logits, image = random_case(9)
     with pytest.raises(ValueError, match=r"image must be \[B, H, W, 3\]"):
         dense_crf(logits, image[:, :6])
+
+
+def test_at_its_init_weights_the_layer_makes_an_untrained_unets_output_one_hot():
+    # Why the crf study's `crf_rnn` arm (trained through the layer from the first step) does not learn: on the
+    # spatially smooth logits of the untrained default U-Net, pydensecrf's weights (3, 10) drive mean field to one
+    # label per pixel, while the U-Net's own softmax is close to uniform.
+    from seg_jax import models
+    from seg_jax.models.crf_head import WithCRF
+    rng = np.random.default_rng(0)
+    image = np.full((1, 64, 64, 3), 120.0, np.float32)
+    for _ in range(5):  # flat squares on a grey background, with noise
+        y, x = rng.integers(0, 48, 2)
+        image[0, y:y + 14, x:x + 14] = rng.uniform(0, 255, 3)
+    image += rng.normal(0, 10, image.shape).astype(np.float32)
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    x = (image - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    unet = models.create_model("unet", num_classes=6, base_width=16, depth=3, norm="batch")  # experiments/default.py
+    model = WithCRF(backbone=unet, crf=CRFLayer(), mean=mean, std=std)
+
+    def entropy(p):  # nats, mean over pixels
+        return float(-(p * np.log(np.maximum(p, 1e-30))).sum(-1).mean())
+
+    for seed in (0, 1):
+        variables = jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(seed, impl="rbg"))
+        logits = np.asarray(unet.apply({"params": variables["params"]["backbone"],
+                                        "batch_stats": variables["batch_stats"]["backbone"]}, x), np.float64)
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        q = np.exp(np.asarray(jax.jit(lambda v: model.apply(v, x))(variables), np.float64))
+        assert entropy(p) > 1.5  # log 6 = 1.79
+        assert entropy(q) < 0.01 and np.mean(q.max(-1) > 0.99) > 0.99  # one label at 99 % of the pixels or more
