@@ -115,13 +115,16 @@ def test_the_train_step_compiles_once_on_a_replicated_state(make_config):
     from seg_jax.train.experiment import build_experiment
     from seg_jax.train.state import create_train_state
 
+    # The tiny run's shapes: a new step function lowers anew (counted) and then loads the tiny runs' compiled program
+    # from the persistent cache.
     config = make_config()
     exp = build_experiment(config, num_classes=6)
+    size, devices = tuple(config.data.crop_size), jax.local_device_count()
     state = steps.replicate(create_train_state(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx,
-                                               seed=0, image_shape=(24, 40)))
+                                               seed=0, image_shape=size))
     step = steps.pmapped_train_step(task=exp.task, learning_rate_fn=exp.learning_rate_fn)
-    batch = step_timing.random_semantic_batch(num_devices=jax.local_device_count(), per_device=2,
-                                              image_size=(24, 40), num_classes=6)
+    batch = step_timing.random_semantic_batch(num_devices=devices, per_device=config.train.batch_size // devices,
+                                              image_size=size, num_classes=6)
     counts = []
     for i in range(3):
         with lowerings() as n:

@@ -167,7 +167,6 @@ def test_nuclei_variants_train_on_a_users_folder(make_config, tmp_path):
     config = make_config("nuclei", "distance_watershed,folder,tiny")
     config.data.data_dir = str(out)
     assert (config.data.name, config.data.version, config.data.variant) == ("folder", None, "default")
-    config.train.steps = 2
     record = train.train_and_evaluate(config, tmp_path / "run")
     dataset = data.resolve(config.data)
     assert record["val_instances/num_images"] == dataset.split_sizes["validation"] == 2

@@ -16,40 +16,41 @@ def _lines(workdir, group="train"):
 
 
 @pytest.fixture(scope="module")
-def six_steps(tmp_path_factory, data_dir):
-    """A finished tiny run of 6 steps with checkpoints at 2, 4 and 6, and its final scalars."""
+def checkpointed(tmp_path_factory, data_dir):
+    """A finished tiny run (4 steps: its compiled steps are the other tiny runs') keeping checkpoints 2, 3 and 4,
+    and its final scalars."""
     from experiments import default
     config = default.get_config("tiny")
     config.data.data_dir = data_dir
-    config.train.update(steps=6, checkpoint_every=2, keep_checkpoints=3)
-    workdir = tmp_path_factory.mktemp("six") / "run"
+    config.train.update(checkpoint_every=1, keep_checkpoints=3)
+    workdir = tmp_path_factory.mktemp("checkpointed") / "run"
     return config, workdir, train.train_and_evaluate(config, workdir)
 
 
 @pytest.mark.parametrize("damage", ["state/_METADATA", "state/d", "meta/metadata"])
-def test_unreadable_newest_checkpoint_is_skipped_with_a_warning(six_steps, tmp_path, caplog, damage):
-    config, reference, scalars = six_steps
+def test_unreadable_newest_checkpoint_is_skipped_with_a_warning(checkpointed, tmp_path, caplog, damage):
+    config, reference, scalars = checkpointed
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
-    target = workdir / "checkpoints" / "6" / damage
+    target = workdir / "checkpoints" / "4" / damage
     (next(p for p in sorted(target.iterdir()) if p.is_file()) if target.is_dir() else target).unlink()
-    (workdir / "results.json").unlink()  # the run was killed after committing step 6
+    (workdir / "results.json").unlink()  # the run was killed after committing step 4
     with caplog.at_level(logging.WARNING):
         resumed = train.train_and_evaluate(config, workdir)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(f"checkpoint {workdir.absolute() / 'checkpoints' / '6'} cannot be read" in m for m in warned), warned
-    assert resumed == scalars  # resumed from step 4 and recomputed steps 5 and 6 exactly
-    assert (workdir / "unreadable" / "checkpoints" / "6").is_dir()
-    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4", "6"]
+    assert any(f"checkpoint {workdir.absolute() / 'checkpoints' / '4'} cannot be read" in m for m in warned), warned
+    assert resumed == scalars  # resumed from step 3 and recomputed step 4 exactly
+    assert (workdir / "unreadable" / "checkpoints" / "4").is_dir()
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "3", "4"]
 
 
-def test_no_readable_checkpoint_is_an_error_naming_them(six_steps, tmp_path):
-    config, reference, _ = six_steps
+def test_no_readable_checkpoint_is_an_error_naming_them(checkpointed, tmp_path):
+    config, reference, _ = checkpointed
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
-    for step in ("2", "4", "6"):
+    for step in ("2", "3", "4"):
         (workdir / "checkpoints" / step / "meta" / "metadata").unlink()
-    with pytest.raises(train.NoCheckpointError, match=r"no readable latest checkpoint.*checkpoints/6 .*checkpoints/4 "
+    with pytest.raises(train.NoCheckpointError, match=r"no readable latest checkpoint.*checkpoints/4 .*checkpoints/3 "
                                                       r".*checkpoints/2 "):
         train.train_and_evaluate(config, workdir)
 
