@@ -40,6 +40,27 @@ def test_an_arm_naming_a_missing_field_fails(tmp_path):
         spec.check_study(study)
 
 
+@pytest.mark.parametrize("pair,message", [
+    (("dice:val/mean_iou", "median_frequency"), r"term 'median_frequency' is not 'arm:scalar'"),
+    (("dice:val/mean_iou", "dcie:val/mean_iou"), r"term 'dcie:val/mean_iou' names no arm; arms: ce, "),
+    (("dice:val/mean_iou", "dice:val/mean_iou"), r"two different 'arm:scalar' terms"),
+    (("dice:val/mean_iou",), r"two different 'arm:scalar' terms"),
+])
+def test_a_comparison_that_is_not_two_arm_scalar_terms_fails(pair, message):
+    study = spec.load_study(str(ROOT / "experiments/studies/imbalance.py:tiny"))
+    study.comparisons = (pair,)
+    with pytest.raises(spec.StudyError, match=f"study 'imbalance': .*{message}"):
+        spec.check_study(study)
+
+
+def test_a_comparison_scalar_its_arm_does_not_report_fails():
+    study = spec.load_study(str(ROOT / "experiments/studies/imbalance.py:tiny"))
+    study.comparisons = (("dice:val/mean_iou", "ce:val_crf/mean_iou"),)
+    spec.check_study(study)  # the form is right; the scalar is checked against the arm's evaluators
+    with pytest.raises(spec.StudyError, match=r"arm 'ce': its evaluators report no val_crf/mean_iou \(comparisons\)"):
+        spec.check_metrics(study)
+
+
 def test_run_config_applies_common_and_arm_overrides_in_order():
     study = spec.load_study(str(ROOT / "experiments/studies/imbalance.py"))
     config = spec.run_config(study, "median_frequency", 2)
@@ -59,8 +80,8 @@ def get_study(arg=None):
     s.name, s.description = "mini", "test"
     s.base = "{root}/experiments/default.py:tiny"
     s.arms = make_arms({{"tuned": {{"train.init_from": "{{study_workdir}}/ce/seed{{seed}}"}},  # listed first, runs last
-                        "ce": {{"loss": {{"cross_entropy": 1.0}}}}, "ce_dice": {{}}, "broken": {{"model.depth": -1}}}})
-    s.common = overrides({{"data.data_dir": {data_dir!r}, "train.steps": 2, "evals.val.every": 2}})
+                        "ce": {{"loss": {{"cross_entropy": 1.0}}}}, "dice": {{}}, "broken": {{"model.depth": -1}}}})
+    s.common = overrides({{"data.data_dir": {data_dir!r}}})  # the tiny config's steps: its compiled steps are cached
     s.seeds = (0, 1)
     s.metrics = ("val/mean_iou", "val/pixel_accuracy")
     s.per_class = ("val/iou",)
@@ -73,8 +94,8 @@ def test_a_study_runs_resumes_records_failures_and_tabulates(tmp_path, data_dir,
     path = tmp_path / "mini.py"
     path.write_text(STUDY.format(path=path, root=ROOT, data_dir=data_dir))
     workdir = tmp_path / "runs"
-    md = runner.run_study(str(path), workdir, only=["ce", "ce_dice", "broken"])
-    for arm in ("ce", "ce_dice"):
+    md = runner.run_study(str(path), workdir, only=["ce", "dice", "broken"])
+    for arm in ("ce", "dice"):
         for seed in (0, 1):
             assert (workdir / arm / f"seed{seed}" / "results.json").is_file()
     assert "Traceback" in (workdir / "broken" / "seed0" / "failed.txt").read_text()
@@ -82,9 +103,9 @@ def test_a_study_runs_resumes_records_failures_and_tabulates(tmp_path, data_dir,
     assert list(rows[0]) == ["arm", "metric", "n", "mean", "std", "ci95_low", "ci95_high", "diff_mean",
                              "diff_ci95_low", "diff_ci95_high", "p_value"]
     by = {(r["arm"], r["metric"]): r for r in rows}
-    finals = [json.loads((workdir / "ce_dice" / f"seed{s}" / "results.json").read_text())["scalars"]["val/mean_iou"]
+    finals = [json.loads((workdir / "dice" / f"seed{s}" / "results.json").read_text())["scalars"]["val/mean_iou"]
               for s in (0, 1)]
-    assert float(by["ce_dice", "val/mean_iou"]["mean"]) == pytest.approx(sum(finals) / 2)
+    assert float(by["dice", "val/mean_iou"]["mean"]) == pytest.approx(sum(finals) / 2)
     assert by["broken", "val/mean_iou"]["n"] == "0" and "broken/seed0" in md.read_text()
     assert (workdir / "plots" / "curves.png").is_file()
     # an arm fine-tuned from another arm's runs (train.init_from) runs after them, each seed from its own seed's run
@@ -96,7 +117,7 @@ def test_a_study_runs_resumes_records_failures_and_tabulates(tmp_path, data_dir,
     # relaunching recomputes nothing that finished; the two seeds' configs differ only in seed
     calls = []
     monkeypatch.setattr(train, "train_and_evaluate", lambda config, wd: calls.append(wd))
-    runner.run_study(str(path), workdir, only=["ce", "ce_dice"])
+    runner.run_study(str(path), workdir, only=["ce", "dice"])
     assert calls == []
     # a killed run (no results.json) resumes: only it is run again
     (workdir / "ce" / "seed1" / "results.json").unlink()
@@ -121,15 +142,15 @@ def test_study_commands_are_one_launch_line_per_run(tmp_path, data_dir):
     path = tmp_path / "mini.py"
     path.write_text(STUDY.format(path=path, root=ROOT, data_dir=data_dir))
     out = subprocess.run([sys.executable, str(ROOT / "launch.py"), f"--study={path}", f"--workdir={tmp_path / 'w'}",
-                          "--study_commands", "--study_only=ce,ce_dice"], capture_output=True, text=True, check=True,
+                          "--study_commands", "--study_only=ce,dice"], capture_output=True, text=True, check=True,
                          timeout=120, cwd=ROOT)
     lines = out.stdout.strip().splitlines()
-    assert [shlex.split(line)[-1] for line in lines] == [f"--study_run={arm}/seed{s}" for arm in ("ce", "ce_dice")
+    assert [shlex.split(line)[-1] for line in lines] == [f"--study_run={arm}/seed{s}" for arm in ("ce", "dice")
                                                          for s in (0, 1)]
     assert not (tmp_path / "w").exists()
-    assert runner.parse_run("ce_dice/seed12") == ("ce_dice", 12)
+    assert runner.parse_run("dice/seed12") == ("dice", 12)
     with pytest.raises(spec.StudyError, match="ARM/seed<k>"):
-        runner.parse_run("ce_dice/12")
+        runner.parse_run("dice/12")
 
 
 def test_parallel_runs_report_each_return_code(tmp_path):

@@ -13,6 +13,7 @@ from scipy import stats as scipy_stats
 
 from seg_jax.studies import aggregate, load, report, stats
 from seg_jax.studies.spec import StudyError
+from seg_jax.studies.tables import number
 
 COLUMNS = ["arm", "metric", "n", "mean", "std", "ci95_low", "ci95_high", "diff_mean", "diff_ci95_low",
            "diff_ci95_high", "p_value"]
@@ -241,6 +242,73 @@ def test_a_metric_a_finished_run_lacks_is_an_error(study_dir):
     (study_dir / "study.json").write_text(json.dumps(record))
     with pytest.raises(StudyError, match=r"ce/seed0 .*no scalar 'val/mean_dice'.*val/boundary_accuracy"):
         aggregate.collect(study_dir)
+
+
+COMPARISONS = [["ce_dice:val/boundary_accuracy", "weighted:val/mean_iou"],  # two arms, two scalars
+               ["weighted:val/mean_iou", "ce_dice:val/mean_iou"]]  # two arms, one scalar
+
+
+def _with_comparisons(study_dir):
+    record = json.loads((study_dir / "study.json").read_text())
+    (study_dir / "study.json").write_text(json.dumps({**record, "comparisons": COMPARISONS}))
+    return _aggregate(study_dir)
+
+
+def test_comparisons_pair_two_arms_scalars_by_seed(study_dir, tmp_path):
+    md = _with_comparisons(study_dir).read_text()
+    with (study_dir / "comparisons.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["first"], r["second"]) for r in rows] == [tuple(pair) for pair in COMPARISONS]
+    # ce_dice finished seeds 0 and 2, weighted seeds 0 and 1: one pair, seed 0
+    first, second = _expected("ce_dice", "val/boundary_accuracy"), _expected("weighted", "val/mean_iou")
+    assert sorted(first) == [0, 2] and sorted(second) == [0, 1]
+    row = rows[0]
+    assert row["n"] == "1" and float(row["diff_mean"]) == pytest.approx(first[0] - second[0], rel=1e-13)
+    assert float(row["first_mean"]) == pytest.approx(np.mean(list(first.values())), rel=1e-14)
+    assert float(row["second_std"]) == pytest.approx(np.std(list(second.values()), ddof=1), rel=1e-14)
+    assert row["diff_ci95_low"] == row["p_value"] == ""  # one pair: no interval, no test
+    miou = _expected("ce_dice", "val/mean_iou")
+    assert rows[1]["n"] == "1" and float(rows[1]["diff_mean"]) == pytest.approx(second[0] - miou[0], rel=1e-13)
+    table = md.split("## Paired comparisons")[1].split("\n## ")[0]
+    assert "| `ce_dice:val/boundary_accuracy` | `weighted:val/mean_iou` |" in table
+    assert f"| {number(first[0] - second[0], signed=True)} | — | — | 1 |" in table
+    assert "`comparisons`: first − second" in md
+    tex = (study_dir / "results.tex").read_text()
+    assert "tab:study-imbalance-comparisons" in tex and "ce\\_dice:val/boundary\\_accuracy" in tex
+    out = tmp_path / "docs" / "results.md"
+    with pytest.warns(UserWarning):
+        report.main([str(study_dir.parent), "--out", str(out)])
+    assert (out.parent / "results_files" / "imbalance" / "comparisons.csv").read_text() == (
+        study_dir / "comparisons.csv").read_text()
+    assert "[comparisons.csv](results_files/imbalance/comparisons.csv)" in out.read_text()
+
+
+def test_comparisons_match_ttest_rel_over_three_pairs(study_dir):
+    """ce against itself on two scalars: all three seeds pair."""
+    record = json.loads((study_dir / "study.json").read_text())
+    (study_dir / "study.json").write_text(json.dumps(
+        {**record, "comparisons": [["ce:val/boundary_accuracy", "ce:val/mean_iou"]]}))
+    _aggregate(study_dir)
+    (row,) = csv.DictReader((study_dir / "comparisons.csv").open())
+    a = np.array([_scalars("ce", s)["val/boundary_accuracy"] for s in range(3)])
+    b = np.array([_scalars("ce", s)["val/mean_iou"] for s in range(3)])
+    d = a - b
+    half = scipy_stats.t.ppf(0.975, 2) * np.std(d, ddof=1) / math.sqrt(3)
+    assert row["n"] == "3" and float(row["diff_mean"]) == pytest.approx(d.mean(), rel=1e-12)
+    assert (float(row["diff_ci95_low"]), float(row["diff_ci95_high"])) == pytest.approx(
+        (d.mean() - half, d.mean() + half), rel=1e-10)
+    assert float(row["p_value"]) == pytest.approx(scipy_stats.ttest_rel(a, b).pvalue, rel=1e-8)
+    record["comparisons"] = []  # dropped from the study: no stale table is left
+    (study_dir / "study.json").write_text(json.dumps(record))
+    _aggregate(study_dir)
+    assert not (study_dir / "comparisons.csv").exists()
+
+
+def test_a_comparison_naming_no_arm_of_study_json_is_an_error(study_dir):
+    record = json.loads((study_dir / "study.json").read_text())
+    (study_dir / "study.json").write_text(json.dumps({**record, "comparisons": [["ce:val/mean_iou", "dice:val/x"]]}))
+    with pytest.raises(StudyError, match=r"study.json: comparison term 'dice:val/x' names no arm"):
+        load.load_study(study_dir)
 
 
 def test_report_writes_one_document(study_dir, tmp_path):

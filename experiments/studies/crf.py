@@ -44,6 +44,10 @@ def get_study(arg: str | None = None) -> ml_collections.ConfigDict:
     study.seeds = (0, 1) if arg == "tiny" else (0, 1, 2)
     study.metrics = ("val/mean_iou", "val_crf/mean_iou", "val/boundary_accuracy", "val_crf/boundary_accuracy")
     study.contrasts = (("val_crf/mean_iou", "val/mean_iou"), ("val_crf/boundary_accuracy", "val/boundary_accuracy"))
+    # The CRF-as-RNN paper's comparison: training through the layer against applying the CRF after training, on the
+    # same fine-tuning steps (two arms, two scalars); and the layer's effect on the fine-tuned network itself.
+    study.comparisons = tuple((f"crf_rnn_finetune:val/{m}", f"finetune:val{crf}/{m}")
+                              for m in ("mean_iou", "boundary_accuracy") for crf in ("_crf", ""))
     study.per_class = ()
     study.baseline = "plain"
     study.curve_metric = "val/mean_iou"

@@ -3,9 +3,10 @@
     from seg_jax.studies.aggregate import aggregate
     aggregate("runs/studies/imbalance")   # -> runs/studies/imbalance/results.md
 
-writes into the study directory `results.csv` (one row per arm × metric), `results.md` and `results.tex` (the
-same numbers with their notes: definitions, seeds, commit, config hashes, runs that did not finish) and
-`plots/` (`bars_<metric>.png`, `curves.png`). Only finished runs enter a statistic; the others are listed.
+writes into the study directory `results.csv` (one row per arm × metric), `comparisons.csv` (one row per entry
+of the study's `comparisons`, when it has any), `results.md` and `results.tex` (the same numbers with their notes:
+definitions, seeds, commit, config hashes, runs that did not finish) and `plots/` (`bars_<metric>.png`,
+`curves.png`). Only finished runs enter a statistic; the others are listed.
 """
 from __future__ import annotations
 
@@ -27,6 +28,21 @@ class Row:
 
 
 @dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One of the study's `comparisons`: `first` − `second`, each (arm, scalar), paired by seed. `summaries` are
+    `stats.summarize` of the two over their finished seeds, `diff` is `stats.paired` of first against second."""
+
+    first: tuple[str, str]
+    second: tuple[str, str]
+    summaries: tuple[dict, dict]
+    diff: dict
+
+    @staticmethod
+    def label(term: tuple[str, str]) -> str:
+        return ":".join(term)
+
+
+@dataclasses.dataclass(frozen=True)
 class Definition:
     """What scalar `name` (`<evaluator>/<metric>`) means; `arms` lists the arms it holds for when the runs of the
     study disagree on the text (None: every finished run says the same)."""
@@ -38,7 +54,8 @@ class Definition:
 
 @dataclasses.dataclass(frozen=True)
 class StudyResults:
-    """Everything the outputs show. rows: arms in study order, then metrics in study order.
+    """Everything the outputs show. rows: arms in study order, then metrics in study order; comparisons: the
+    study's, in its order.
 
     per_class: {prefix: {class: {arm: stats.summarize dict}}}.
     config_hashes: {arm: {seed: hash}} over the runs that have a config.json.
@@ -52,6 +69,7 @@ class StudyResults:
     definitions: tuple[Definition, ...]
     config_hashes: dict[str, dict[int, str]]
     commits: list[tuple[str, str]]
+    comparisons: tuple[Comparison, ...] = ()
 
     def finished(self, arm: str | None = None) -> list[load.Run]:
         return [r for r in self.runs if r.status == load.FINISHED and arm in (None, r.arm)]
@@ -83,13 +101,18 @@ def collect(study_dir: str | pathlib.Path) -> StudyResults:
                        for arm in study.arms}
                  for cls in load.per_class_names(finished, prefix)}
         for prefix in study.per_class}
+    comparisons = []
+    for first, second in study.comparisons:
+        a, b = _seed_values(finished, *first), _seed_values(finished, *second)
+        comparisons.append(Comparison(first=first, second=second, diff=stats.paired(a, b),
+                                      summaries=(stats.summarize(a.values()), stats.summarize(b.values()))))
     hashes: dict[str, dict[int, str]] = {arm: {} for arm in study.arms}
     for run in runs:
         if run.config_hash is not None:
             hashes[run.arm][run.seed] = run.config_hash
     return StudyResults(study=study, runs=runs, rows=rows, per_class=per_class,
                         definitions=tuple(metric_definitions(study, finished)), config_hashes=hashes,
-                        commits=load.commits(study, runs))
+                        commits=load.commits(study, runs), comparisons=tuple(comparisons))
 
 
 def write_outputs(results: StudyResults) -> pathlib.Path:
@@ -97,6 +120,10 @@ def write_outputs(results: StudyResults) -> pathlib.Path:
     directory = results.study.directory
     plots.write_plots(results, directory=directory / "plots")
     (directory / "results.csv").write_text(tables.csv_text(results))
+    if results.comparisons:
+        (directory / "comparisons.csv").write_text(tables.comparisons_csv_text(results))
+    else:  # a comparison dropped from the study leaves no stale table
+        (directory / "comparisons.csv").unlink(missing_ok=True)
     (directory / "results.tex").write_text(tables.latex(results))
     md = directory / "results.md"
     md.write_text(tables.markdown(results, plots_dir="plots"))

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from seg_jax.studies.spec import StudyError
+from seg_jax.studies.spec import StudyError, split_term
 
 FINISHED, FAILED, MISSING = "finished", "failed", "missing"
 TRAIN_LOSS = "train/loss"
@@ -45,6 +45,8 @@ class Study:
     description: str
     commit: str | None
     contrasts: tuple[tuple[str, str], ...] = ()  # (a, b): the within-run difference a − b, tabulated as "a - b"
+    # ((arm, scalar), (arm, scalar)): the paired difference first − second over seeds, across arms or scalars
+    comparisons: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = ()
 
     def run_dir(self, arm: str, seed: int) -> pathlib.Path:
         return self.directory / arm / f"seed{seed}"
@@ -93,7 +95,9 @@ def load_study(study_dir: str | pathlib.Path) -> Study:
         raise StudyError(f"{path}: baseline {record['baseline']!r} is not an arm; arms: {', '.join(arms)}")
     contrasts = tuple((str(a), str(b)) for a, b in record.get("contrasts") or ())
     metrics = tuple(record["metrics"]) + tuple(contrast_name(a, b) for a, b in contrasts)
-    return Study(contrasts=contrasts, directory=directory, name=str(record["name"]), arms=arms,
+    comparisons = tuple(tuple(split_term(term, arms=list(arms), where=str(path)) for term in pair)
+                        for pair in record.get("comparisons") or ())
+    return Study(contrasts=contrasts, comparisons=comparisons, directory=directory, name=str(record["name"]), arms=arms,
                  seeds=tuple(int(s) for s in record["seeds"]), metrics=metrics,
                  per_class=tuple(record.get("per_class") or ()), baseline=str(record["baseline"]),
                  curve_metric=record.get("curve_metric") or metrics[0],

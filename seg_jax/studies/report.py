@@ -54,7 +54,8 @@ def write_report(roots: Sequence[str | pathlib.Path], *, out: str | pathlib.Path
         copy = files / results.study.name
         _copy_outputs(directory, copy)
         here = _relative(copy, out.parent)
-        links = ", ".join(f"[{name}]({here}/{name})" for name in ("results.md", "results.csv", "results.tex"))
+        names = ("results.md", "results.csv", "results.tex") + (("comparisons.csv",) if results.comparisons else ())
+        links = ", ".join(f"[{name}]({here}/{name})" for name in names)
         body = tables.markdown(results, plots_dir=f"{here}/plots", level=2)
         title, _, rest = body.partition("\n")
         source = f"From the run directory `{_relative(directory, out.parent)}`; its tables: {links}."
@@ -76,6 +77,7 @@ def write_report(roots: Sequence[str | pathlib.Path], *, out: str | pathlib.Path
     out.write_text("\n".join(head + contents + [""] + sections))
     return out
 
+
 def main(argv: Sequence[str] | None = None) -> pathlib.Path:
     parser = argparse.ArgumentParser(prog="python -m seg_jax.studies.report", description=__doc__.split("\n")[0])
     parser.add_argument("roots", nargs="+", help="folders holding study directories (or study directories)")
@@ -94,8 +96,9 @@ def _copy_outputs(directory: pathlib.Path, target: pathlib.Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     (target / "plots").mkdir(parents=True)
-    for name in ("results.md", "results.csv", "results.tex", "study.json"):
-        shutil.copy2(directory / name, target / name)
+    for name in ("results.md", "results.csv", "results.tex", "study.json", "comparisons.csv"):
+        if name != "comparisons.csv" or (directory / name).is_file():
+            shutil.copy2(directory / name, target / name)
     for png in (directory / "plots").glob("*.png"):
         shutil.copy2(png, target / "plots" / png.name)
 

@@ -14,6 +14,9 @@ A study file `experiments/studies/<name>.py` has `get_study(arg=None) -> ConfigD
     per_class     scalar prefixes with a per-class table ("val/iou"), may be empty
     contrasts     optional pairs (a, b) of scalars of one run, tabulated as the within-run difference "a - b"
                   (e.g. the same checkpoint with and without a CRF)
+    comparisons   optional pairs ("arm:scalar", "arm:scalar"), tabulated as the paired difference first − second
+                  over the seeds both finished: two arms, or two scalars, that are not the baseline comparison
+                  (e.g. ("crf_rnn_finetune:val/mean_iou", "finetune:val_crf/mean_iou"))
     baseline      the arm every other is compared with (paired over seeds)
     curve_metric  the validation scalar of the learning curves (default: metrics[0])
     vmap_seeds    optional, default False: train an arm's seeds at once (`seg_jax.train.seeds`; slower than
@@ -26,7 +29,7 @@ import copy
 import importlib.util
 import pathlib
 import sys
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 
@@ -145,6 +148,27 @@ def run_config(study: ml_collections.ConfigDict, arm: str, seed: int, *,
     return config
 
 
+def split_term(term: str, *, arms: Sequence[str], where: str) -> tuple[str, str]:
+    """A comparison's "arm:scalar" → (arm, scalar); raises `StudyError` (naming `where`) for another form or arm."""
+    arm, sep, scalar = str(term).partition(":")
+    if not sep or not arm or not scalar:
+        raise StudyError(f"{where}: comparison term {term!r} is not 'arm:scalar' (e.g. 'plain:val/mean_iou')")
+    if arm not in arms:
+        raise StudyError(f"{where}: comparison term {term!r} names no arm; arms: {', '.join(arms)}")
+    return arm, scalar
+
+
+def comparisons(study: ml_collections.ConfigDict) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """The study's `comparisons` as [((arm, scalar), (arm, scalar))], checked (`split_term`; a pair of two terms
+    that differ)."""
+    where, pairs = f"study {study.name!r}", []
+    for pair in study.get("comparisons", None) or ():
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise StudyError(f"{where}: a comparison is two different 'arm:scalar' terms, got {tuple(pair)!r}")
+        pairs.append(tuple(split_term(term, arms=list(study.arms), where=where) for term in pair))
+    return pairs
+
+
 def starts_from_arm(study: ml_collections.ConfigDict, arm: str) -> bool:
     """Whether the arm's runs start from another arm's runs (`train.init_from` inside the study's workdir), so they
     must run after those."""
@@ -154,7 +178,7 @@ def starts_from_arm(study: ml_collections.ConfigDict, arm: str) -> bool:
 
 def check_study(study: ml_collections.ConfigDict) -> None:
     """Raises `StudyError` for a study that cannot run: no arms or seeds, a baseline that is no arm, an arm that
-    names a missing field, a metric no arm's evaluators report."""
+    names a missing field, a comparison that is not two 'arm:scalar' terms of its arms."""
     for key in ("name", "base", "arms", "seeds", "metrics", "baseline"):
         if key not in study or study[key] in (None, (), []):
             raise StudyError(f"study is missing {key!r}; a study needs name, base, arms, seeds, metrics, baseline")
@@ -167,15 +191,18 @@ def check_study(study: ml_collections.ConfigDict) -> None:
         if not arm.replace("_", "").replace("-", "").isalnum():
             raise StudyError(f"study {name!r}: arm name {arm!r} must be letters, digits, '_' or '-' (a directory)")
         run_config(study, arm, study.seeds[0])
+    comparisons(study)
 
 
 def as_json(study: ml_collections.ConfigDict, *, commit: str | None) -> dict[str, Any]:
     """What `study.json` records (read by the aggregation)."""
     return {"name": study.name, "description": study.get("description", ""), "base": study.base,
             "arms": {arm: study.arms[arm].to_dict() for arm in study.arms},
-            "common": (study.get("common", None) or ml_collections.ConfigDict()).to_dict(), "seeds": [int(s) for s in study.seeds],
+            "common": (study.get("common", None) or ml_collections.ConfigDict()).to_dict(),
+            "seeds": [int(s) for s in study.seeds],
             "metrics": list(study.metrics), "per_class": list(study.get("per_class", ()) or ()),
             "contrasts": [list(pair) for pair in (study.get("contrasts", None) or ())],
+            "comparisons": [list(pair) for pair in (study.get("comparisons", None) or ())],
             "baseline": study.baseline, "curve_metric": study.get("curve_metric", None) or study.metrics[0],
             "vmap_seeds": bool(study.get("vmap_seeds", False)), "commit": commit}
 
@@ -195,6 +222,8 @@ def check_metrics(study: ml_collections.ConfigDict) -> None:
         missing = [m for m in wanted if m not in names] + ([curve] if curve and not curve.startswith("train/")
                                                             and curve not in names else [])
         missing += [p for p in (study.get("per_class", None) or ()) if not any(n.startswith(p + "/") for n in names)]
+        missing += [f"{scalar} (comparisons)" for pair in comparisons(study) for term_arm, scalar in pair
+                    if term_arm == arm and scalar not in names]
         if missing:
             raise StudyError(f"study {study.name!r} arm {arm!r}: its evaluators report no {', '.join(missing)}; "
                              f"they report {', '.join(n for n in names if n.count('/') == 1)} (and per-class ones)")

@@ -22,6 +22,10 @@ CSV_COLUMNS = ("arm", "metric", "n", "mean", "std", "ci95_low", "ci95_high",
 METHOD = ("mean ± std over the finished seeds (std with ddof = 1); 95 % CI of the mean from Student's t with n − 1 "
           "degrees of freedom; Δ: the paired difference arm − baseline over the seeds both finished, with its "
           "95 % CI (t on the differences) and the two-sided paired t-test p (NaN when all differences are 0)")
+COMPARISON_COLUMNS = ("first", "second", "n", "first_mean", "first_std", "second_mean", "second_std",
+                      "diff_mean", "diff_ci95_low", "diff_ci95_high", "p_value")
+COMPARISON_METHOD = ("first − second (each arm:scalar) paired by seed over the seeds both finished, with the "
+                     "statistics of Δ above; first and second: mean ± std over each one's finished seeds")
 DASH = "—"
 
 
@@ -39,6 +43,20 @@ def csv_text(results: StudyResults) -> str:
     return out.getvalue()
 
 
+def comparisons_csv_text(results: StudyResults) -> str:
+    """`comparisons.csv`: `COMPARISON_COLUMNS`, one row per comparison (terms as "arm:scalar", n the pairs);
+    floats as in results.csv."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COMPARISON_COLUMNS)
+    for c in results.comparisons:
+        (a, b), d = c.summaries, c.diff
+        writer.writerow([c.label(c.first), c.label(c.second), d["n"]]
+                        + [_repr(x) for x in (a["mean"], a["std"], b["mean"], b["std"])]
+                        + [_repr(d[k]) for k in COMPARISON_COLUMNS[7:]])
+    return out.getvalue()
+
+
 # ----------------------------------------------------------------------------------------------------- notes
 def notes(results: StudyResults) -> list[tuple[str, list[tuple[str, str]]]]:
     """The notes under the tables as (section title, [(label, text)]), shared by markdown and LaTeX."""
@@ -50,7 +68,8 @@ def notes(results: StudyResults) -> list[tuple[str, list[tuple[str, str]]]]:
     seeds += [(arm, f"{count} of {len(study.seeds)} seeds finished") for arm, count in finished.items()]
     configs = [(arm, _config_note(results.config_hashes[arm], study.arms[arm])) for arm in study.arms]
     unfinished = [(run.label, f"{run.status}: {run.reason}") for run in results.unfinished()]
-    return [("Method", [("statistics", METHOD)]),
+    method = [("statistics", METHOD)] + ([("comparisons", COMPARISON_METHOD)] if results.comparisons else [])
+    return [("Method", method),
             ("Definitions (from the runs' results.json)", definitions),
             ("Seeds", seeds),
             ("Commit", results.commits),
@@ -87,6 +106,11 @@ def markdown(results: StudyResults, *, plots_dir: str, level: int = 1) -> str:
         for row in (r for r in results.rows if r.metric == metric):
             lines.append("| " + " | ".join(_md_row(row, baseline=study.baseline)) + " |")
         lines += ["", f"![{metric}: mean and 95 % CI per arm]({plots_dir}/{plots.bars_file(metric)})", ""]
+    if results.comparisons:
+        lines += [f"{h}# Paired comparisons", "", "Δ = first − second, paired by seed (see Method).", "",
+                  "| first | second | first: mean ± std | second: mean ± std | Δ | 95 % CI of Δ | p | pairs |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += ["| " + " | ".join(_md_comparison(c)) + " |" for c in results.comparisons] + [""]
     for prefix, classes in results.per_class.items():
         lines += [f"{h}# `{prefix}/<class>` per class (mean ± std)", ""]
         if not classes:
@@ -106,13 +130,20 @@ def _md_row(row, *, baseline: str) -> list[str]:
     s = row.summary
     cells = [f"{row.arm} (baseline)" if row.arm == baseline else row.arm, str(s["n"]), mean_std(s),
              interval(s["ci95_low"], s["ci95_high"])]
-    if row.diff is None:
-        return cells + [DASH] * 4
-    d = row.diff
+    return cells + ([DASH] * 4 if row.diff is None else _md_diff(row.diff))
+
+
+def _md_comparison(c) -> list[str]:
+    return [f"`{c.label(c.first)}`", f"`{c.label(c.second)}`", mean_std(c.summaries[0]), mean_std(c.summaries[1]),
+            *_md_diff(c.diff)]
+
+
+def _md_diff(d: dict) -> list[str]:
+    """Δ, its CI (both bold when the CI excludes 0), p and the number of pairs of a `stats.paired` dict."""
     bold = "**" if stats.excludes_zero(d["diff_ci95_low"], d["diff_ci95_high"]) else ""
-    return cells + [f"{bold}{number(d['diff_mean'], signed=True)}{bold}",
-                    f"{bold}{interval(d['diff_ci95_low'], d['diff_ci95_high'], signed=True)}{bold}",
-                    p_value(d["p_value"]), str(d["n"])]
+    return [f"{bold}{number(d['diff_mean'], signed=True)}{bold}",
+            f"{bold}{interval(d['diff_ci95_low'], d['diff_ci95_high'], signed=True)}{bold}",
+            p_value(d["p_value"]), str(d["n"])]
 
 
 def _md_text(text: str) -> str:
@@ -140,6 +171,8 @@ def latex(results: StudyResults) -> str:
         for row in (r for r in results.rows if r.metric == metric):
             lines.append(" & ".join(_tex_row(row, baseline=study.baseline)) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", "%"]
+    if results.comparisons:
+        lines += _tex_comparisons(results)
     if study.description:
         lines += ["% Description: " + study.description.replace("\n", " ")]
     for title, items in notes(results):
@@ -152,14 +185,32 @@ def _tex_row(row, *, baseline: str) -> list[str]:
     arm = tex_escape(row.arm) + (" (baseline)" if row.arm == baseline else "")
     cells = [tex_escape(row.metric), arm, str(s["n"]), _tex(mean_std(s)),
              _tex(interval(s["ci95_low"], s["ci95_high"]))]
-    if row.diff is None:
-        return cells + ["--"] * 3
-    d = row.diff
+    return cells + (["--"] * 3 if row.diff is None else _tex_diff(row.diff))
+
+
+def _tex_diff(d: dict) -> list[str]:
+    """Δ and its CI (bold when the CI excludes 0) and p of a `stats.paired` dict, as LaTeX cells."""
     diff = [_tex(number(d["diff_mean"], signed=True)),
             _tex(interval(d["diff_ci95_low"], d["diff_ci95_high"], signed=True))]
     if stats.excludes_zero(d["diff_ci95_low"], d["diff_ci95_high"]):
         diff = [f"\\textbf{{{cell}}}" for cell in diff]
-    return cells + diff + [_tex(p_value(d["p_value"]))]
+    return diff + [_tex(p_value(d["p_value"]))]
+
+
+def _tex_comparisons(results: StudyResults) -> list[str]:
+    """A second booktabs table: one row per comparison, first − second paired by seed."""
+    name = re.sub(r"[^A-Za-z0-9-]+", "-", results.study.name)
+    lines = ["\\begin{table}[t]", "\\centering",
+             f"\\caption{{Study \\texttt{{{tex_escape(results.study.name)}}}: paired comparisons, $\\Delta$ = first "
+             "$-$ second over the seeds both finished, with its 95\\,\\% CI and paired t-test $p$; bold: the CI "
+             "excludes 0.}", f"\\label{{tab:study-{name}-comparisons}}", "\\begin{tabular}{llrrrrrr}",
+             "\\toprule", "First & Second & $n$ & first & second & $\\Delta$ & 95\\,\\% CI of $\\Delta$ & $p$ \\\\",
+             "\\midrule"]
+    for c in results.comparisons:
+        lines.append(" & ".join([tex_escape(c.label(c.first)), tex_escape(c.label(c.second)), str(c.diff["n"]),
+                                 _tex(mean_std(c.summaries[0])), _tex(mean_std(c.summaries[1])),
+                                 *_tex_diff(c.diff)]) + " \\\\")
+    return lines + ["\\bottomrule", "\\end{tabular}", "\\end{table}", "%"]
 
 
 def _tex(cell: str) -> str:
