@@ -15,8 +15,9 @@ A study file `experiments/studies/<name>.py` has `get_study(arg=None) -> ConfigD
     contrasts     optional pairs (a, b) of scalars of one run, tabulated as the within-run difference "a - b"
                   (e.g. the same checkpoint with and without a CRF)
     comparisons   optional pairs ("arm:scalar", "arm:scalar"), tabulated as the paired difference first − second
-                  over the seeds both finished: two arms, or two scalars, that are not the baseline comparison
-                  (e.g. ("crf_rnn_finetune:val/mean_iou", "finetune:val_crf/mean_iou"))
+                  over the seeds both finished, for what the baseline columns do not pair: two arms neither of
+                  which is the baseline, or two scalars (e.g. ("crf_rnn_finetune:val/mean_iou",
+                  "finetune:val_crf/mean_iou"))
     baseline      the arm every other is compared with (paired over seeds)
     curve_metric  the validation scalar of the learning curves (default: metrics[0])
     vmap_seeds    optional, default False: train an arm's seeds at once (`seg_jax.train.seeds`; slower than
