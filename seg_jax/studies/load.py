@@ -97,8 +97,8 @@ def load_study(study_dir: str | pathlib.Path) -> Study:
     metrics = tuple(record["metrics"]) + tuple(contrast_name(a, b) for a, b in contrasts)
     comparisons = tuple(tuple(split_term(term, arms=list(arms), where=str(path)) for term in pair)
                         for pair in record.get("comparisons") or ())
-    return Study(contrasts=contrasts, comparisons=comparisons, directory=directory, name=str(record["name"]), arms=arms,
-                 seeds=tuple(int(s) for s in record["seeds"]), metrics=metrics,
+    return Study(contrasts=contrasts, comparisons=comparisons, directory=directory, name=str(record["name"]),
+                 arms=arms, seeds=tuple(int(s) for s in record["seeds"]), metrics=metrics,
                  per_class=tuple(record.get("per_class") or ()), baseline=str(record["baseline"]),
                  curve_metric=record.get("curve_metric") or metrics[0],
                  description=str(record.get("description") or ""), commit=record.get("commit") or None)

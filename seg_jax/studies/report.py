@@ -96,9 +96,10 @@ def _copy_outputs(directory: pathlib.Path, target: pathlib.Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     (target / "plots").mkdir(parents=True)
-    for name in ("results.md", "results.csv", "results.tex", "study.json", "comparisons.csv"):
-        if name != "comparisons.csv" or (directory / name).is_file():
-            shutil.copy2(directory / name, target / name)
+    for name in ("results.md", "results.csv", "results.tex", "study.json"):
+        shutil.copy2(directory / name, target / name)
+    if (directory / "comparisons.csv").is_file():  # only a study with comparisons has one
+        shutil.copy2(directory / "comparisons.csv", target / "comparisons.csv")
     for png in (directory / "plots").glob("*.png"):
         shutil.copy2(png, target / "plots" / png.name)
 
