@@ -64,13 +64,13 @@ def test_killed_run_resumes_to_the_same_result(make_config, tmp_path, monkeypatc
 
     real = data.train_batches
 
-    def dies_at_step_5(*args, **kwargs):
+    def dies_at_step_3(*args, **kwargs):
         for i, batch in enumerate(real(*args, **kwargs)):
             if kwargs["start_step"] + i + 1 == 3:
                 raise KeyboardInterrupt("killed")
             yield batch
 
-    monkeypatch.setattr(data, "train_batches", dies_at_step_5)
+    monkeypatch.setattr(data, "train_batches", dies_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(config, tmp_path / "b")
     monkeypatch.setattr(data, "train_batches", real)
