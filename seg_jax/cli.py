@@ -125,7 +125,12 @@ def main(argv):
         jax.distributed.initialize()
     use_compilation_cache(_COMPILATION_CACHE.value)
     if _STUDY.value:
-        return _study(_STUDY.value)
+        from seg_jax.studies.spec import StudyError
+        try:
+            return _study(_STUDY.value)
+        except StudyError as e:  # a bad study file, argument or workdir: one line, exit status 2
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     from seg_jax import train  # after flag parsing, so --help stays fast
     from seg_jax.export import ExportError
     from seg_jax.predict import PredictError

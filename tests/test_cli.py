@@ -92,6 +92,13 @@ def test_entry_point_runs_from_another_directory(tmp_path, data_dir):
                                              for s in (0, 1)]
     assert lines[0][1] in (str(ROOT / "launch.py"), "-m")
     assert list(tmp_path.iterdir()) == []
+    # A bad study argument: one line naming it, exit status 2, nothing written.
+    done = subprocess.run([*command, "study", "experiments/studies/imbalance.py:tiny", "--study_run=ce/0",
+                           "--workdir=w"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --study_run must look like ARM/seed<k> (e.g. ce/seed0), got 'ce/0'")
+    assert list(tmp_path.iterdir()) == []
 
 
 CACHED_PROGRAM = """

@@ -213,6 +213,18 @@ def test_results_md_tables_and_notes(study_dir):
     assert "(plots/bars_val_mean_iou.png)" in md and "(plots/curves.png)" in md
 
 
+def test_config_hash_reads_the_runs_own_seed_in_paths_as_any_seed():
+    def config(seed, init_from):
+        return {"seed": seed, "name": f"crf_finetune_seed{seed}", "train": {"steps": 500, "init_from": init_from}}
+    # train.init_from="{study_workdir}/plain/seed{seed}": each seed starts from its own run, one config
+    same = {load.config_hash(config(seed, f"/runs/crf/plain/seed{seed}")) for seed in (0, 1, 12)}
+    assert len(same) == 1
+    # another arm, another seed's run or a name that only contains the seed still differ
+    base = load.config_hash(config(1, "/runs/crf/plain/seed1"))
+    for other in ("/runs/crf/ce/seed1", "/runs/crf/plain/seed0", "/runs/crf/plain/seed11", "/runs/crf/plain_seed1"):
+        assert load.config_hash(config(1, other)) != base, other
+
+
 def test_results_tex_and_plots(study_dir):
     _aggregate(study_dir)
     tex = (study_dir / "results.tex").read_text()

@@ -180,8 +180,12 @@ def metric_curve(records: list[dict], name: str) -> tuple[np.ndarray, np.ndarray
 
 def config_hash(config: dict[str, Any]) -> str:
     """First 12 hex digits of the sha256 of `config` as canonical JSON (sorted keys, no spaces), without the
-    keys `UNHASHED_KEYS` (top level) and `*_dir` (any depth)."""
+    keys `UNHASHED_KEYS` (top level) and `*_dir` (any depth). A path component naming the run's own seed
+    (`seed<k>`, as in `train.init_from="{study_workdir}/plain/seed{seed}"`) is hashed as `seed{seed}`, so the seeds
+    of an arm that starts from the same seed's run of another arm agree."""
     kept = _without_directories({k: v for k, v in config.items() if k not in UNHASHED_KEYS})
+    if isinstance(config.get("seed"), int):
+        kept = _seed_in_paths(kept, seed=config["seed"])
     text = json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
@@ -217,6 +221,16 @@ def _without_directories(node: Any) -> Any:
     if isinstance(node, dict):
         return {k: _without_directories(v) for k, v in node.items()
                 if not (k == "workdir" or k.endswith(UNHASHED_SUFFIX))}
+    return node
+
+
+def _seed_in_paths(node: Any, *, seed: int) -> Any:
+    if isinstance(node, dict):
+        return {k: _seed_in_paths(v, seed=seed) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_seed_in_paths(v, seed=seed) for v in node]
+    if isinstance(node, str) and "/" in node:
+        return "/".join("seed{seed}" if part == f"seed{seed}" else part for part in node.split("/"))
     return node
 
 
