@@ -80,6 +80,9 @@ def base(dataset: str = "shapes") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = "experiment"
     config.seed = 0
+    # The parameters' initialisation seed; None: `seed`, which also sets data order, augmentation and sampling. Set
+    # apart, it tells whether a run's result follows its initialisation or its data order.
+    config.init_seed = config_dict.placeholder(int)
     config.data = data_config(dataset)
     config.model = model({"name": "unet"})  # name and options, plus the pretrained-weights fields (`model`)
     config.task = config_dict.placeholder(str)  # None: the model's registry entry says (semantic / detection)

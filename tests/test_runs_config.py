@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -124,3 +125,17 @@ def test_mixed_image_sizes_in_an_eval_split_need_eval_size(tmp_path):
     assert not (tmp_path / "run").exists()
     config.data.eval_size = (32, 40)
     train.build_run(config)  # accepted once the eval size is set
+
+
+def test_init_seed_sets_the_initialisation_apart_from_the_data_seed(make_config):
+    def params(seed, init_seed=None):
+        config = make_config()
+        config.seed, config.init_seed = seed, init_seed
+        return train.build_run(config).state.params
+
+    seed_0, seed_3, init_3 = params(0), params(3), params(0, init_seed=3)
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, init_3, seed_3)))
+    assert not np.array_equal(init_3["down0"]["Conv_0"]["kernel"], seed_0["down0"]["Conv_0"]["kernel"])
+    config = make_config()
+    config.init_seed = -1
+    assert _field(config) == ("init_seed", "init_seed: must be an integer >= 0, got -1")

@@ -68,8 +68,15 @@ def build_run(config: ml_collections.ConfigDict, *, training: bool = True, split
     evaluators = evals.build_evaluators(config, task=exp.task, class_names=dataset.class_names, split=split)
     validate.validate_with_dataset(config, dataset, evaluators, scalar_names=evals.scalar_names(evaluators),
                                    training=training)
-    state = initial_state(config, exp, seed=config.seed, training=training)
+    state = initial_state(config, exp, seed=init_seed(config), training=training)
     return Run(dataset=dataset, exp=exp, evaluators=evaluators, state=state)
+
+
+def init_seed(config: ml_collections.ConfigDict) -> int:
+    """The seed of the parameters' initialisation: `config.init_seed`, or `config.seed` when it is None (or absent,
+    in configs saved before it existed)."""
+    chosen = config.get("init_seed", None)
+    return int(config.seed if chosen is None else chosen)
 
 
 def initial_state(config: ml_collections.ConfigDict, exp: Experiment, *, seed: int,

@@ -1,6 +1,6 @@
 """Several seeds of one config trained at once: `jax.vmap` over stacked parameters and optimiser states.
 
-Each seed keeps what its separate run would have: its own initialisation (`config.seed`), data order and
+Each seed keeps what its separate run would have: its own initialisation (`loop.init_seed`), data order and
 augmentation (`train_batches(seed=...)`), dropout/sampling key (`PRNGKey(seed + 1)`), workdir, checkpoints, logs
 and results — so a study can mix seeds trained together and seeds trained alone. The batch carries a seed axis
 after the device axis, `[D, S, b, ...]`; evaluation runs each seed's slice of the state through the evaluators.
@@ -72,7 +72,7 @@ def train_seeds(configs: Sequence[ml_collections.ConfigDict],
     workdirs = [pathlib.Path(w) for w in workdirs]
     config = configs[0]
     run = loop.build_run(config)
-    opened = [loop.open_workdir(cfg, w, run, state=loop.initial_state(cfg, run.exp, seed=int(cfg.seed)))
+    opened = [loop.open_workdir(cfg, w, run, state=loop.initial_state(cfg, run.exp, seed=loop.init_seed(cfg)))
               for cfg, w in zip(configs, workdirs)]
     starts = sorted({o.start for o in opened})
     if len(starts) > 1:

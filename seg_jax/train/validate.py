@@ -120,6 +120,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, proc
     from seg_jax import evaluators, models, tasks
     from seg_jax.train import optim
 
+    _number(config, "seed", minimum=0)
+    _number(config, "init_seed", minimum=0, optional=True)
     _one_of(config, "data.name", sorted(DATASET_DEFAULTS))
     _size(config, "data.crop_size")
     _size(config, "data.eval_size", optional=True)

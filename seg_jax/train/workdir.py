@@ -43,7 +43,7 @@ MODEL_FIELDS = ("model.", "task", "crf_layer.", "data.name", "data.variant", "da
 # one compares as if it had that value, so older runs resume and evaluate as before (data.augment: all off). Older
 # runs decayed every parameter: resuming one with the new default `optimizer.decay_norm_and_bias=False` is refused
 # (set it True). (An empty `optimizer.lr_multipliers` dict has no flat key at all.)
-ADDED_DEFAULTS = {"model.pretrained": None, "model.pretrained_normalization": "imagenet", "model.freeze_bn": False,
+ADDED_DEFAULTS = {"init_seed": None, "model.pretrained": None, "model.pretrained_normalization": "imagenet", "model.freeze_bn": False,
                   "model.freeze_stages": 0, "model.dtype": "float32", "optimizer.decay_norm_and_bias": True,
                   "optimizer.frozen": [], "data.folder.intensity.method": None, "data.folder.intensity.low": None,
                   "data.folder.intensity.high": None, "data.version": None, "data.distance_target": None,
