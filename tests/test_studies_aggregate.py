@@ -223,6 +223,10 @@ def test_config_hash_reads_the_runs_own_seed_in_paths_as_any_seed():
     base = load.config_hash(config(1, "/runs/crf/plain/seed1"))
     for other in ("/runs/crf/ce/seed1", "/runs/crf/plain/seed0", "/runs/crf/plain/seed11", "/runs/crf/plain_seed1"):
         assert load.config_hash(config(1, other)) != base, other
+    # a field added after a run was saved (init_seed), at its neutral value, hashes as its absence
+    added = {**config(1, "/runs/crf/plain/seed1"), "init_seed": None, "data": {"augment": {"rot90": False}}}
+    assert load.config_hash(added) == base
+    assert load.config_hash({**added, "init_seed": 0}) != base
 
 
 def test_results_tex_and_plots(study_dir):

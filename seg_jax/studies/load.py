@@ -180,10 +180,14 @@ def metric_curve(records: list[dict], name: str) -> tuple[np.ndarray, np.ndarray
 
 def config_hash(config: dict[str, Any]) -> str:
     """First 12 hex digits of the sha256 of `config` as canonical JSON (sorted keys, no spaces), without the
-    keys `UNHASHED_KEYS` (top level) and `*_dir` (any depth). A path component naming the run's own seed
+    keys `UNHASHED_KEYS` (top level) and `*_dir` (any depth), and without a field added to configs after runs were
+    saved while it holds the value that changes nothing (`workdir.ADDED_DEFAULTS`), so a run saved before it
+    existed hashes as a new one with that value. A path component naming the run's own seed
     (`seed<k>`, as in `train.init_from="{study_workdir}/plain/seed{seed}"`) is hashed as `seed{seed}`, so the seeds
     of an arm that starts from the same seed's run of another arm agree."""
+    from seg_jax.train.workdir import ADDED_DEFAULTS  # here: reading a study needs no JAX until it hashes
     kept = _without_directories({k: v for k, v in config.items() if k not in UNHASHED_KEYS})
+    kept = _without_added_defaults(kept, defaults=ADDED_DEFAULTS)
     if isinstance(config.get("seed"), int):
         kept = _seed_in_paths(kept, seed=config["seed"])
     text = json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
@@ -222,6 +226,19 @@ def _without_directories(node: Any) -> Any:
         return {k: _without_directories(v) for k, v in node.items()
                 if not (k == "workdir" or k.endswith(UNHASHED_SUFFIX))}
     return node
+
+
+def _without_added_defaults(node: dict, *, defaults: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            v = _without_added_defaults(v, defaults=defaults, prefix=f"{prefix}{k}.")
+            if not v:  # nothing but neutral added fields (or an empty dict, which has no flat key)
+                continue
+        elif f"{prefix}{k}" in defaults and v == defaults[f"{prefix}{k}"]:
+            continue
+        out[k] = v
+    return out
 
 
 def _seed_in_paths(node: Any, *, seed: int) -> Any:

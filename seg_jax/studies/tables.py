@@ -73,8 +73,8 @@ def notes(results: StudyResults) -> list[tuple[str, list[tuple[str, str]]]]:
             ("Definitions (from the runs' results.json)", definitions),
             ("Seeds", seeds),
             ("Commit", results.commits),
-            ("Configs (sha256 of config.json without seed, name and *_dir paths, a path's seed<k> read as "
-             "seed{seed}; first 12 hex)", configs),
+            ("Configs (sha256 of config.json without seed, name, *_dir paths and added fields at their neutral "
+             "values, a path's seed<k> read as seed{seed}; first 12 hex)", configs),
             ("Runs not finished (not counted in n)", unfinished or [("none", "every run finished")])]
 
 
