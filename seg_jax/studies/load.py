@@ -185,7 +185,8 @@ def config_hash(config: dict[str, Any]) -> str:
     existed hashes as a new one with that value. A path component naming the run's own seed
     (`seed<k>`, as in `train.init_from="{study_workdir}/plain/seed{seed}"`) is hashed as `seed{seed}`, so the seeds
     of an arm that starts from the same seed's run of another arm agree."""
-    from seg_jax.train.workdir import ADDED_DEFAULTS  # here: reading a study needs no JAX until it hashes
+    # Imported here, not at the top: seg_jax.train imports JAX, which reading a study file alone does not need.
+    from seg_jax.train.workdir import ADDED_DEFAULTS
     kept = _without_directories({k: v for k, v in config.items() if k not in UNHASHED_KEYS})
     kept = _without_added_defaults(kept, defaults=ADDED_DEFAULTS)
     if isinstance(config.get("seed"), int):
