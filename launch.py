@@ -1,6 +1,6 @@
-"""Trains, evaluates, predicts with, tunes or exports an experiment, or runs a study: `seg_jax.cli.run`, the same
-program as the installed `seg-jax` command (`seg-jax train` = `python launch.py`; commands and flags are listed
-there and by --help).
+"""Trains, evaluates, predicts with, tunes or exports an experiment, or runs a study: `seg_jax.cli.run` (through
+`seg_jax.entry`, which sets the allocator up first), the same program as the installed `seg-jax` command
+(`seg-jax train` = `python launch.py`; commands and flags are listed there and by --help).
 
     python launch.py                                      # default experiment: U-Net on `shapes`
     python launch.py --config=experiments/fcn.py:fcn8s --workdir=runs/fcn8s --config.train.steps=2000
@@ -11,7 +11,7 @@ there and by --help).
     python launch.py --config=experiments/nuclei.py:ce_cc --mode=check_data  # scan the data, train nothing
     python launch.py --study=experiments/studies/imbalance.py --workdir=runs/studies/imbalance  # arms x seeds
 """
-from seg_jax.cli import run
+from seg_jax.entry import run
 
 if __name__ == "__main__":
     run()

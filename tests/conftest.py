@@ -6,6 +6,9 @@ import sys
 
 # Worker processes share one accelerator when there is one: do not let the first take 75 % of its memory.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# The worker processes (and the tests' subprocesses) start with it: huge pages for XLA:CPU's buffers, as the command
+# line gives its runs (seg_jax.entry).
+os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -13,7 +13,7 @@ import tomllib
 
 import pytest
 
-from seg_jax import cli
+from seg_jax import cli, entry
 from seg_jax.studies import spec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -21,12 +21,30 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def test_console_script_and_launch_py_call_the_same_function():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"seg-jax": "seg_jax.cli:run"}
+    assert scripts == {"seg-jax": "seg_jax.entry:run"}
     loader = importlib.util.spec_from_file_location("launch_under_test", ROOT / "launch.py")
     launch = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(launch)  # not __main__: defines, runs nothing
-    assert launch.run is cli.run
-    assert "run()" in (ROOT / "seg_jax" / "__main__.py").read_text()
+    assert launch.run is entry.run
+    assert "from seg_jax.entry import run" in (ROOT / "seg_jax" / "__main__.py").read_text()
+
+
+def test_entry_asks_glibc_for_huge_pages_once_and_leaves_a_users_setting():
+    assert entry.environment({"PATH": "/bin"}, libc="glibc") == {"PATH": "/bin", "GLIBC_TUNABLES": entry.TUNABLE}
+    assert entry.environment({"GLIBC_TUNABLES": entry.TUNABLE}, libc="glibc") is None  # the process it started
+    assert entry.environment({"GLIBC_TUNABLES": ""}, libc="glibc") is None  # the user's own (here: none)
+    assert entry.environment({}, libc="") is None  # musl, macOS: nothing to set
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc only")
+def test_the_command_runs_itself_again_with_the_tunable_and_then_the_cli():
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    code = ("import os, sys; print('tunables', os.environ.get('GLIBC_TUNABLES'), flush=True); "
+            "from seg_jax import entry; sys.argv = ['seg-jax', '--helpshort']; entry.run()")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()  # (absl's --helpshort exits with status 1)
+    assert lines[:2] == ["tunables None", f"tunables {entry.TUNABLE}"]  # the first process, then the second
+    assert "--workdir" in done.stdout  # the CLI ran in the second
 
 
 @pytest.mark.parametrize("command,flag", [(m, f"--mode={m}") for m in cli.MODES])
