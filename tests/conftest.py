@@ -4,11 +4,13 @@ import os
 import pathlib
 import sys
 
+from seg_jax import entry  # noqa: E402  (imports nothing heavy)
+
 # Worker processes share one accelerator when there is one: do not let the first take 75 % of its memory.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # The worker processes (and the tests' subprocesses) start with it: huge pages for XLA:CPU's buffers, as the command
-# line gives its runs (seg_jax.entry).
-os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+# line gives its runs.
+os.environ.setdefault("GLIBC_TUNABLES", entry.TUNABLE)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

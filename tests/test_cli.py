@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+import platform
 import shlex
 import shutil
 import subprocess
@@ -36,7 +37,7 @@ def test_entry_asks_glibc_for_huge_pages_once_and_leaves_a_users_setting():
     assert entry.environment({}, libc="") is None  # musl, macOS: nothing to set
 
 
-@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_the_command_runs_itself_again_with_the_tunable_and_then_the_cli():
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     code = ("import os, sys; print('tunables', os.environ.get('GLIBC_TUNABLES'), flush=True); "
