@@ -13,6 +13,8 @@ gives none) and `gflop_per_s` that count over the median step time.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import time
 
 import jax
@@ -48,9 +50,16 @@ def bench(spec: str) -> list[dict]:
     common = {"config": spec, "model": config.model.name, "size": _SIZE.value, "batch": _BATCH.value, "devices": d,
               "dtype": _DTYPE.value, "params": train.params, "device_kind": jax.devices()[0].device_kind,
               "loss": config.loss.to_dict()}
+    before = resource.getrusage(resource.RUSAGE_SELF)
     seconds = time_train_step(train, batch, calls=_STEPS.value)
+    after, calls = resource.getrusage(resource.RUSAGE_SELF), _STEPS.value + 1  # + the untimed first call
+    # Page faults and kernel time per step: XLA:CPU's fresh buffers fault on every step without huge pages
+    # (seg_jax.entry; GLIBC_TUNABLES shows whether this process has them).
     out = [{**common, "step": "train", "compile_s": round(train.compile_seconds, 3),
-            **speed(seconds=seconds, flops=train.flops, devices=d, batch=_BATCH.value)}]
+            **speed(seconds=seconds, flops=train.flops, devices=d, batch=_BATCH.value),
+            "page_faults_per_step": round((after.ru_minflt - before.ru_minflt) / calls),
+            "kernel_s_per_step": round((after.ru_stime - before.ru_stime) / calls, 4),
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}]
 
     from seg_jax.train.experiment import build_experiment
     task = build_experiment(config, num_classes=_CLASSES.value).task

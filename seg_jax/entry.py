@@ -2,10 +2,10 @@
 in a process whose glibc allocator backs large buffers with transparent huge pages.
 
 Why: XLA:CPU allocates each step's buffers afresh (for the default U-Net's train step ≈ 64 MB, above glibc's mmap
-threshold), so every step maps new 4 KiB pages and faults on each: 15,700 page faults and ≈ 40 ms of kernel time per
-112 ms step on 2 cores. With `glibc.malloc.hugetlb=1` glibc asks for huge pages on those mappings (where the kernel's
-transparent huge pages are `madvise` or `always`): ≈ 300 faults and a 12 % faster step (README, Speed,
-issue 11). The tunable is read when a process starts, so the command runs itself again with it, once, before
+threshold), so every step maps new 4 KiB pages and faults on each: 15,874 page faults and 34 ms of kernel time per
+103 ms step on 2 cores. With `glibc.malloc.hugetlb=1` glibc asks for huge pages on those mappings (where the kernel's
+transparent huge pages are `madvise` or `always`): 547 faults, 87 ms per step (`benchmarks/train_step.py` prints
+both; README, Speed, Huge pages). The tunable is read when a process starts, so the command runs itself again with it, once, before
 anything heavy is imported. Set GLIBC_TUNABLES yourself (even empty) to keep your own allocator settings.
 """
 from __future__ import annotations
