@@ -32,6 +32,38 @@ def test_eval_reads_the_runs_config_by_default(finished):
     assert saved.model.base_width == 6 and tuple(saved.data.crop_size) == (32, 32)
 
 
+def test_eval_restores_into_zeros_without_compiling_the_initialisation(finished):
+    import jax
+    import numpy as np
+    from seg_jax.train import loop
+    from seg_jax.train.state import create_train_state, restore_target
+    config, workdir, scalars = finished
+    lowered = []
+
+    def listen(event, _secs, fun_name=None, **_):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowered.append(fun_name)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        assert train.evaluate(config, workdir) == scalars
+        in_eval = list(lowered)
+        fresh = train.build_run(config).state  # a training run's initial state does lower the initialisation
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert "jit(_create)" not in in_eval and in_eval, in_eval  # the eval step is lowered (cached or not)
+    assert lowered[len(in_eval):] == ["jit(_create)"]
+    exp = loop.build_experiment(config, num_classes=6)
+    options = dict(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx, image_shape=(32, 32))
+    target, real = restore_target(**options), create_train_state(seed=0, **options)
+    paths = lambda tree: [path for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    assert jax.tree_util.tree_structure(target) == jax.tree_util.tree_structure(real)
+    assert paths(target) == paths(fresh)
+    for zeros, value in zip(jax.tree.leaves(target), jax.tree.leaves(real)):
+        assert isinstance(zeros, np.ndarray) and not zeros.any()
+        assert zeros.shape == value.shape and zeros.dtype == value.dtype
+
+
 def test_eval_refuses_a_config_that_changes_the_model_or_its_inputs(finished, make_config):
     config, workdir, _ = finished
     other = make_config()

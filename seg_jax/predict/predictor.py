@@ -17,7 +17,7 @@ from seg_jax.predict.tta import is_off, tta_options, with_tta
 from seg_jax.train import validate, workdir as wd
 from seg_jax.train.checkpoints import open_for_reading
 from seg_jax.train.experiment import build_experiment
-from seg_jax.train.state import create_train_state
+from seg_jax.train.state import create_train_state, restore_target
 from seg_jax.train.validate import ConfigError
 from seg_jax.tune.tuned import apply_tuned
 
@@ -213,7 +213,9 @@ def load_predictor(config: ml_collections.ConfigDict | None, workdir: str | path
     exp, class_names, align = _built(config)
     ckpts = open_for_reading(workdir, config, which=which, purpose="predict with")
     try:
-        state, _, step = ckpts.restore_readable(_initial_state(exp, config), which=which)
+        state, _, step = ckpts.restore_readable(restore_target(
+            init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx,
+            image_shape=tuple(config.data.crop_size)), which=which)
     finally:
         ckpts.close()
     return _assembled(config, exp, class_names=class_names, align=align, variables=state.variables, step=step)

@@ -22,7 +22,7 @@ from seg_jax.models import backbones
 from seg_jax.train import steps, validate, workdir as wd
 from seg_jax.train.checkpoints import Checkpoints, NoCheckpointError, open_for_reading, read_run_variables
 from seg_jax.train.experiment import Experiment, build_experiment, with_schedule
-from seg_jax.train.state import TrainState, create_train_state, unreplicate_to_host
+from seg_jax.train.state import TrainState, create_train_state, restore_target, unreplicate_to_host
 from seg_jax.train.writers import MetricWriter
 from seg_jax.tune.tuned import apply_tuned
 
@@ -82,13 +82,17 @@ def init_seed(config: ml_collections.ConfigDict) -> int:
 def initial_state(config: ml_collections.ConfigDict, exp: Experiment, *, seed: int,
                   training: bool = True) -> TrainState:
     """A new run's train state for `seed`: initialised, then `train.init_from`'s or `model.pretrained`'s weights
-    loaded into it (when training; a resumed run restores its own checkpoint over them).
+    loaded into it (a resumed run restores its own checkpoint over them). `training=False` (evaluation, tuning):
+    `restore_target`'s zeros of the same structure, since a checkpoint is restored over them.
 
     Raises:
         validate.ConfigError: naming `train.init_from` / `model.pretrained` when their weights do not fit the model.
     """
-    init_from = config.train.get("init_from", None) if training else None
-    loaded = init_from_run(config) if init_from else pretrained_backbone(config, exp) if training else {}
+    if not training:  # restored into: its values are never read
+        return restore_target(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx,
+                              image_shape=tuple(config.data.crop_size))
+    init_from = config.train.get("init_from", None)
+    loaded = init_from_run(config) if init_from else pretrained_backbone(config, exp)
     try:
         return create_train_state(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx, seed=seed,
                                   image_shape=tuple(config.data.crop_size), **loaded)
