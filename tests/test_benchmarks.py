@@ -94,3 +94,11 @@ def test_conv_layout_benchmark_times_the_same_step_in_both_layouts(capsys):
     record = conv_layout.main(["--size=16", "--batch=1", "--rounds=1", "--steps=1", "--depth=1"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == record
     assert record["NCHW_over_NHWC"] > 0 and len(record["NHWC_rounds"]) == 1
+
+
+def test_restore_benchmark_times_both_states_of_one_structure():
+    from benchmarks import restore
+    line = restore.bench("experiments/default.py:tiny")
+    assert line["model"] == "unet" and line["crop_size"] == [32, 32]
+    assert line["leaves"] == line["initialised_leaves"] > 0
+    assert line["restore_target_s"] > 0 and line["create_train_state_s"] > 0

@@ -79,7 +79,8 @@ def restore_target(
 ) -> TrainState:
     """The structure of `create_train_state`'s state with host zeros for its values (`np.zeros`: no memory is
     touched): what a checkpoint is restored into for evaluation, prediction and tuning, which then need neither
-    compile nor run the initialisation (2-5 s per call for the CPU-sized models on 2 cores, README Speed)."""
+    compile nor run the initialisation (3-7 s per call on 2 cores without a compilation cache:
+    `benchmarks/restore.py`)."""
     shapes = jax.eval_shape(functools.partial(_create, init_model=init_model, apply_model=apply_model, tx=tx,
                                               image_shape=image_shape, backbone_path=()), _key(0), None)
     return jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
