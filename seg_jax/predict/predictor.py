@@ -167,9 +167,10 @@ def _built(config: ml_collections.ConfigDict):
     return exp, tuple(class_names), align
 
 
-def _initial_state(exp, config: ml_collections.ConfigDict):
-    return create_train_state(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx, seed=config.seed,
-                              image_shape=tuple(config.data.crop_size))
+def _state_options(exp, config: ml_collections.ConfigDict) -> dict:
+    """The state's arguments shared by `create_train_state` (fresh parameters) and `restore_target` (restored)."""
+    return dict(init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx,
+                image_shape=tuple(config.data.crop_size))
 
 
 def _with_distance(exp, chosen: tuple[bool, dict] | None, tta: dict) -> Callable | None:
@@ -213,9 +214,7 @@ def load_predictor(config: ml_collections.ConfigDict | None, workdir: str | path
     exp, class_names, align = _built(config)
     ckpts = open_for_reading(workdir, config, which=which, purpose="predict with")
     try:
-        state, _, step = ckpts.restore_readable(restore_target(
-            init_model=exp.init_model, apply_model=exp.task.model, tx=exp.tx,
-            image_shape=tuple(config.data.crop_size)), which=which)
+        state, _, step = ckpts.restore_readable(restore_target(**_state_options(exp, config)), which=which)
     finally:
         ckpts.close()
     return _assembled(config, exp, class_names=class_names, align=align, variables=state.variables, step=step)
@@ -227,7 +226,7 @@ def initial_predictor(config: ml_collections.ConfigDict) -> Predictor:
     config = predict_config.with_defaults(config.copy_and_resolve_references())
     exp, class_names, align = _built(config)
     return _assembled(config, exp, class_names=class_names, align=align,
-                      variables=_initial_state(exp, config).variables, step=0)
+                      variables=create_train_state(seed=config.seed, **_state_options(exp, config)).variables, step=0)
 
 
 def _semantic(image: np.ndarray, predictor: Predictor, *, with_probabilities: bool) -> Prediction:
